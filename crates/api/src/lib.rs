@@ -1,0 +1,76 @@
+//! QuantumFlow's control plane: the HTTP API, built as an axum [`Router`].
+//!
+//! [`router`] builds the whole application from an [`AppState`], so tests drive it without a
+//! socket and the binary serves it with [`serve`]. Every error leaves through [`ApiError`],
+//! which maps each case to its status and an RFC 9457 problem body.
+//!
+//! # Layout
+//!
+//! - [`error`]: `ApiError` and the problem+json body.
+//! - [`health`]: liveness and readiness probes.
+
+pub mod error;
+pub mod health;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::Request;
+use axum::routing::get;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// How long one request may take before it is answered with 408; keeps a graceful shutdown
+/// from waiting forever on a stuck client.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str);
+                tracing::info_span!(
+                    "http.request",
+                    http.method = %request.method(),
+                    http.route = route.unwrap_or("unmatched"),
+                    http.status = tracing::field::Empty,
+                )
+            }),
+        )
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

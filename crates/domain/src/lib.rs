@@ -1,0 +1,19 @@
+//! The pure model of QuantumFlow: what a workflow is and which states its runs move through.
+//!
+//! Nothing here performs I/O. Storage, the queue, the API and the worker all speak these types,
+//! so the rules they encode (which graphs are valid, which status may follow which, how long to
+//! wait before a retry) live in exactly one place and are tested without a database.
+//!
+//! # Layout
+//!
+//! - [`status`]: the status enums of workflows, executions and node runs, and their transitions.
+//! - [`graph`]: node and edge kinds, and validation of a workflow's DAG.
+//! - [`retry`]: the retry policy and its backoff schedule.
+
+pub mod graph;
+pub mod retry;
+pub mod status;
+
+pub use graph::{EdgeKind, GraphProblem, NodeKind, WorkflowGraph};
+pub use retry::{Backoff, RetryPolicy};
+pub use status::{ExecutionStatus, NodeRunStatus, UnknownStatus, WorkflowStatus};

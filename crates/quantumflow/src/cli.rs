@@ -1,0 +1,160 @@
+//! Command-line flags. Every flag can also be set through the environment variable named in
+//! its help, so containers are configured without a command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// QuantumFlow: a self-hosted workflow execution cluster.
+#[derive(Debug, Parser)]
+#[command(name = "quantumflow", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// PostgreSQL URL. Without it, commands use the private server that `quantumflow up`
+    /// runs in --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// Where `up` keeps its private PostgreSQL server.
+    /// [default: /var/lib/quantumflow as root, else $XDG_DATA_HOME/quantumflow]
+    #[arg(long, env = "QUANTUMFLOW_DATA_DIR", global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "QUANTUMFLOW_LOG_FORMAT",
+        global = true,
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run everything on this machine: database (unless DATABASE_URL is set), migrations,
+    /// control plane and workers.
+    Up(UpArgs),
+    /// Run the control plane (HTTP API) alone.
+    Serve(ServeArgs),
+    /// Run a worker process alone.
+    Worker(WorkerArgs),
+    /// Apply, revert or inspect the database schema.
+    Migrate(MigrateArgs),
+    /// Load the demo data: two users, two connectors and a webhook workflow.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "QUANTUMFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// Database connections the process may open.
+    #[arg(long, env = "QUANTUMFLOW_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) db_pool_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+
+    /// Worker slots run inside this process.
+    #[arg(long, env = "QUANTUMFLOW_WORKERS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) workers: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Node runs this worker executes at once.
+    #[arg(long, env = "QUANTUMFLOW_WORKER_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    #[command(subcommand)]
+    pub(crate) action: MigrateAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateAction {
+    /// Apply every pending migration (QuantumFlow's tables and the job queue's).
+    Up,
+    /// Revert QuantumFlow's migrations down to a version; 0 also drops the job queue.
+    Down {
+        /// The version to keep; everything newer is reverted.
+        #[arg(long)]
+        to: i64,
+    },
+    /// Show which migrations are applied.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeedArgs {
+    /// E-mail of the admin user.
+    #[arg(
+        long,
+        env = "QUANTUMFLOW_SEED_ADMIN_EMAIL",
+        default_value = "admin@quantumflow.com"
+    )]
+    pub(crate) admin_email: String,
+
+    /// Password of the admin user; generated and printed once when not given.
+    #[arg(long, env = "QUANTUMFLOW_SEED_ADMIN_PASSWORD", hide_env_values = true)]
+    pub(crate) admin_password: Option<String>,
+
+    /// E-mail of the demo user.
+    #[arg(
+        long,
+        env = "QUANTUMFLOW_SEED_DEMO_EMAIL",
+        default_value = "demo@quantumflow.com"
+    )]
+    pub(crate) demo_email: String,
+
+    /// Password of the demo user; generated and printed once when not given.
+    #[arg(long, env = "QUANTUMFLOW_SEED_DEMO_PASSWORD", hide_env_values = true)]
+    pub(crate) demo_password: Option<String>,
+
+    /// Incoming-webhook URL for the Slack connector; without it the connector is created
+    /// inactive.
+    #[arg(
+        long,
+        env = "QUANTUMFLOW_SEED_SLACK_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub(crate) slack_webhook_url: Option<String>,
+
+    /// API key for the e-mail connector; without it the connector is created inactive.
+    #[arg(long, env = "QUANTUMFLOW_SEED_EMAIL_API_KEY", hide_env_values = true)]
+    pub(crate) email_api_key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

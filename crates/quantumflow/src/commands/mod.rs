@@ -1,0 +1,39 @@
+//! One module per subcommand.
+
+mod migrate;
+mod seed;
+mod serve;
+mod up;
+mod worker;
+
+use crate::cli::{Cli, Command};
+use crate::database;
+
+/// Runs the chosen subcommand to completion.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(database::default_data_dir);
+    let url = cli.database_url.as_deref();
+    match cli.command {
+        Command::Up(args) => up::run(url, &data_dir, &args).await,
+        Command::Serve(args) => {
+            let pool = database::connect_configured(url, &data_dir, args.db_pool_size).await?;
+            serve::check_schema(&pool).await?;
+            serve::run(pool, args.listen, serve::shutdown_signal()).await
+        }
+        Command::Worker(args) => {
+            let pool = database::connect_configured(url, &data_dir, 4).await?;
+            worker::run(&pool, &args).await
+        }
+        Command::Migrate(args) => {
+            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            migrate::run(&pool, &args.action).await
+        }
+        Command::Seed(args) => {
+            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            seed::run(&pool, &args).await
+        }
+    }
+}

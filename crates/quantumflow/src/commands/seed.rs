@@ -1,0 +1,282 @@
+//! `quantumflow seed`: the demo data of the data model's article.
+//!
+//! An admin and a demo user, a Slack-webhook and an e-mail connector, and the "new user
+//! registration notification" workflow (webhook → transform → Slack). Nothing secret is built
+//! in: passwords come from flags or the environment or are generated and printed once, and
+//! connectors without their secret are created inactive.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
+use quantumflow_domain::{EdgeKind, NodeKind, WorkflowGraph, WorkflowStatus};
+use quantumflow_storage::connectors::{self, NewConnector};
+use quantumflow_storage::users::{self, NewUser};
+use quantumflow_storage::workflows::{self, NewEdge, NewNode, NewWorkflow};
+use rand::Rng;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::cli::SeedArgs;
+
+/// Length of generated passwords: 24 alphanumerics carry about 142 bits.
+const GENERATED_PASSWORD_LEN: usize = 24;
+
+/// The demo workflow's webhook.
+const WEBHOOK_PATH: &str = "/webhook/new-user";
+
+pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
+    crate::commands::serve::check_schema(pool).await?;
+    let mut out = std::io::stdout().lock();
+    if users::find_by_login(pool, "admin").await?.is_some() {
+        writeln!(
+            out,
+            "The demo data is already there (user \"admin\" exists); nothing changed."
+        )?;
+        return Ok(());
+    }
+
+    let admin_password = Password::from(args.admin_password.clone());
+    let demo_password = Password::from(args.demo_password.clone());
+
+    let mut tx = pool.begin().await?;
+    let admin = users::insert(
+        &mut *tx,
+        &NewUser {
+            email: &args.admin_email,
+            username: "admin",
+            hashed_password: &hash(admin_password.value())?,
+            full_name: Some("Admin User"),
+            is_superuser: true,
+        },
+    )
+    .await
+    .context("cannot create the admin user (check --admin-email)")?;
+    users::insert(
+        &mut *tx,
+        &NewUser {
+            email: &args.demo_email,
+            username: "demo",
+            hashed_password: &hash(demo_password.value())?,
+            full_name: Some("Demo User"),
+            is_superuser: false,
+        },
+    )
+    .await
+    .context("cannot create the demo user (check --demo-email)")?;
+
+    let slack = connectors::insert(
+        &mut *tx,
+        &NewConnector {
+            name: "Slack Webhook",
+            kind: "slack",
+            description: Some("Posts messages to a Slack channel"),
+            config: &json!({"workspace": "quantumflow-demo"}),
+            credentials: &args
+                .slack_webhook_url
+                .as_ref()
+                .map_or_else(|| json!({}), |url| json!({"webhook_url": url})),
+            is_active: args.slack_webhook_url.is_some(),
+            test_status: Some("pending"),
+            owner_id: admin.id,
+        },
+    )
+    .await?;
+    connectors::insert(
+        &mut *tx,
+        &NewConnector {
+            name: "SendGrid Email",
+            kind: "email",
+            description: Some("Sends e-mail through SendGrid"),
+            config: &json!({"from_email": "noreply@quantumflow.com"}),
+            credentials: &args
+                .email_api_key
+                .as_ref()
+                .map_or_else(|| json!({}), |key| json!({"api_key": key})),
+            is_active: args.email_api_key.is_some(),
+            test_status: Some("pending"),
+            owner_id: admin.id,
+        },
+    )
+    .await?;
+
+    let workflow = insert_demo_workflow(&mut tx, admin.id, slack.id).await?;
+    tx.commit().await?;
+
+    writeln!(out, "Seeded the demo data:")?;
+    writeln!(
+        out,
+        "  user admin <{}>  password: {}",
+        args.admin_email, admin_password
+    )?;
+    writeln!(
+        out,
+        "  user demo  <{}>  password: {}",
+        args.demo_email, demo_password
+    )?;
+    writeln!(
+        out,
+        "  workflow {:?} ({}) listens on POST {WEBHOOK_PATH}",
+        workflow.name, workflow.id
+    )?;
+    if args.slack_webhook_url.is_none() {
+        writeln!(
+            out,
+            "  connector \"Slack Webhook\" is inactive: seed with --slack-webhook-url to use it"
+        )?;
+    }
+    if args.email_api_key.is_none() {
+        writeln!(
+            out,
+            "  connector \"SendGrid Email\" is inactive: seed with --email-api-key to use it"
+        )?;
+    }
+    if admin_password.generated || demo_password.generated {
+        writeln!(
+            out,
+            "Generated passwords are shown only now; store them safely."
+        )?;
+    }
+    Ok(())
+}
+
+async fn insert_demo_workflow(
+    tx: &mut sqlx::PgConnection,
+    owner: uuid::Uuid,
+    slack: uuid::Uuid,
+) -> anyhow::Result<workflows::Workflow> {
+    let trigger = json!({"type": "webhook", "config": {"method": "POST", "path": WEBHOOK_PATH}});
+    let settings = json!({"timeout": 60, "retry_policy": {"max_retries": 3, "retry_delay": 10}});
+    let empty = json!({});
+    let specs: [(&str, NodeKind, Value, Value); 3] = [
+        (
+            "Webhook trigger",
+            NodeKind::Trigger,
+            json!({"connector": "webhook", "method": "POST"}),
+            json!({"x": 100, "y": 100}),
+        ),
+        (
+            "Transform data",
+            NodeKind::Transform,
+            json!({"template": {"message": "New user registered: {{input.username}} ({{input.email}})"}}),
+            json!({"x": 300, "y": 100}),
+        ),
+        (
+            "Send Slack message",
+            NodeKind::Action,
+            json!({"connector": "slack", "connector_id": slack, "channel": "#notifications",
+                "message": "{{input.message}}"}),
+            json!({"x": 500, "y": 100}),
+        ),
+    ];
+
+    // The demo goes through the same graph validation as any user's workflow.
+    let graph_nodes = specs.iter().map(|(name, kind, ..)| NodeSpec {
+        name: (*name).into(),
+        kind: *kind,
+    });
+    let graph_edges = [(0, 1), (1, 2)].map(|(s, t): (usize, usize)| EdgeSpec {
+        source: specs[s].0.into(),
+        target: specs[t].0.into(),
+        kind: EdgeKind::Default,
+    });
+    if let Err(problems) = WorkflowGraph::build(graph_nodes.collect(), &graph_edges) {
+        bail!("the demo workflow is invalid: {problems:?}");
+    }
+
+    let nodes: Vec<NewNode<'_>> = specs
+        .iter()
+        .map(|(name, kind, config, position)| NewNode {
+            name,
+            description: None,
+            kind: *kind,
+            config,
+            input_mapping: &empty,
+            output_mapping: &empty,
+            position,
+            is_enabled: true,
+        })
+        .collect();
+    let edge = |source, target| NewEdge {
+        source,
+        target,
+        kind: EdgeKind::Default,
+        condition: &empty,
+        label: None,
+    };
+    let doc = workflows::insert_document(
+        tx,
+        &NewWorkflow {
+            name: "New user registration notification",
+            description: Some("Sends a Slack notification when a new user registers"),
+            status: WorkflowStatus::Active,
+            trigger_config: &trigger,
+            settings: &settings,
+            owner_id: owner,
+        },
+        &nodes,
+        &[edge(0, 1), edge(1, 2)],
+    )
+    .await?;
+    Ok(doc.workflow)
+}
+
+/// A password given by the operator, or generated here.
+struct Password {
+    value: String,
+    generated: bool,
+}
+
+impl From<Option<String>> for Password {
+    fn from(given: Option<String>) -> Self {
+        match given {
+            Some(value) => Self {
+                value,
+                generated: false,
+            },
+            None => {
+                let value = rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(GENERATED_PASSWORD_LEN)
+                    .map(char::from)
+                    .collect();
+                Self {
+                    value,
+                    generated: true,
+                }
+            }
+        }
+    }
+}
+
+impl Password {
+    fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Display for Password {
+    /// Generated passwords are shown once so the operator can sign in; given ones are never
+    /// echoed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.generated {
+            write!(f, "{} (generated)", self.value)
+        } else {
+            f.write_str("(as given)")
+        }
+    }
+}
+
+/// An Argon2id hash in PHC format, with the crate's default (OWASP minimum) parameters.
+fn hash(password: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        password.len() >= 8,
+        "passwords must have at least 8 characters"
+    );
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
+    Ok(hash.to_string())
+}

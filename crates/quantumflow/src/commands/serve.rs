@@ -1,0 +1,76 @@
+//! The control plane's HTTP server, shared by `serve` and `up`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use quantumflow_api::AppState;
+use quantumflow_storage::schema;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// Serves the API on `listen` until `shutdown` completes and in-flight requests finish.
+pub(crate) async fn run(
+    pool: PgPool,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; free the address or pass --listen"))?;
+    tracing::info!(address = %listen, "control plane listening");
+    let app = quantumflow_api::router(AppState { pool });
+    quantumflow_api::serve(listener, app, shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// Refuses to serve a database whose schema is not the one this binary was built for.
+pub(crate) async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
+    for set in quantumflow_queue::migration_sets() {
+        let report = schema::inspect(pool, set)
+            .await
+            .context("cannot read the schema version")?;
+        if !report.unknown.is_empty() {
+            bail!(
+                "the database has {} migrations {:?} that this binary does not know; it was \
+                 migrated by a newer QuantumFlow, so upgrade this one",
+                set.name,
+                report.unknown
+            );
+        }
+        if let Some(pending) = report.pending().next() {
+            bail!(
+                "the database lacks {} migration {} ({}); run `quantumflow migrate up` first",
+                set.name,
+                pending.version,
+                pending.description
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM, whichever comes first.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

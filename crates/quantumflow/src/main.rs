@@ -1,0 +1,79 @@
+//! The `quantumflow` binary: one executable for every role.
+//!
+//! - `up`: everything on one machine, with a private PostgreSQL when no database is given.
+//! - `serve`: the control plane alone; `worker`: a worker process alone.
+//! - `migrate`: apply, revert or inspect the schema; `seed`: load the demo data.
+//!
+//! This crate owns the process edge: it reads flags and the environment, installs the log
+//! subscriber, listens for signals, and turns every error into one line on stderr.
+
+mod cli;
+mod commands;
+mod database;
+mod telemetry;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
+    telemetry::init(cli.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the runtime")),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// Prints a failure as one line, its causes joined by colons, and exits 1.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    // Some errors repeat their source in their own message; print each text once.
+    let mut line = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if !line.ends_with(&cause) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&cause);
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "error: {line}");
+    ExitCode::FAILURE
+}
+
+/// Help and version go to stdout as clap prints them; a usage mistake becomes one line that
+/// names the mistake and where to read more.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: {first}; run 'quantumflow --help' for usage"
+    );
+    ExitCode::from(2)
+}

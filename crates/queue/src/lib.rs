@@ -1,0 +1,52 @@
+//! The seam between QuantumFlow and its job queue, apalis on PostgreSQL.
+//!
+//! apalis-postgres owns the `apalis` schema: its tables, functions and its own migration
+//! history (`apalis._sqlx_migrations`). This crate names the queues QuantumFlow uses, defines
+//! their job payloads, and exposes the queue's migrations so they are applied by the same
+//! command, and checked by the same readiness probe, as QuantumFlow's own.
+
+use std::sync::LazyLock;
+
+use apalis_postgres::PostgresStorage;
+use quantumflow_storage::schema::MigrationSet;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+
+/// The queue that carries [`NodeRunJob`]s.
+pub const NODE_RUN_QUEUE: &str = "quantumflow.node_run";
+
+/// Where apalis-postgres records its migrations (set by its own `sqlx.toml`).
+pub const MIGRATIONS_TABLE: &str = "apalis._sqlx_migrations";
+
+/// apalis-postgres's migrations.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(PostgresStorage::<()>::migrations);
+
+/// Asks a worker to run one node of one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRunJob {
+    /// The execution the node belongs to.
+    pub execution_id: Uuid,
+    /// The `node_runs` row to run.
+    pub node_run_id: Uuid,
+}
+
+/// Every set of migrations a QuantumFlow database needs, in the order they are applied.
+pub fn migration_sets() -> [MigrationSet<'static>; 2] {
+    [
+        MigrationSet::quantumflow(),
+        MigrationSet {
+            name: "queue",
+            migrator: &MIGRATOR,
+            table: MIGRATIONS_TABLE,
+        },
+    ]
+}
+
+/// Removes the queue's schema with every job in it; the inverse of applying [`MIGRATOR`].
+pub async fn drop_schema(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("DROP SCHEMA IF EXISTS apalis CASCADE")
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! QuantumFlow's storage layer: the only crate that writes SQL against QuantumFlow's tables.
+//!
+//! Queries are checked against the schema at compile time (`sqlx::query!` and friends, with the
+//! results cached in `.sqlx/` for offline builds) and grouped by the table they serve. Each
+//! function takes any executor, so callers compose several into one transaction.
+//!
+//! # Layout
+//!
+//! - [`schema`]: applying, reverting and inspecting migrations.
+//! - [`users`], [`connectors`], [`workflows`], [`executions`]: rows and queries per aggregate.
+//! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
+
+pub mod connectors;
+mod error;
+pub mod executions;
+pub mod schema;
+pub mod users;
+pub mod workflows;
+
+pub use error::{StorageError, is_unavailable};
+pub use sqlx::{PgPool, Postgres, Transaction};
+
+/// Shorthand for storage results.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,3 @@
+DROP TABLE edges;
+DROP TABLE nodes;
+DROP TABLE workflows;
