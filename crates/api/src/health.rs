@@ -2,7 +2,11 @@
 //!
 //! `/healthz` answers as long as the process serves HTTP; it never touches the database, so a
 //! database outage does not make an orchestrator restart healthy processes. `/readyz` answers
-//! 200 only when the database is reachable and its schema is exactly what this binary expects.
+//! 200 only when the database is reachable and has every migration this binary needs.
+//!
+//! Migrations newer than the binary do not make it unready: migrations are written
+//! expand-then-contract, so during a rolling deploy the old processes keep serving on the
+//! new schema until they are replaced.
 
 use axum::Json;
 use axum::extract::State;
@@ -21,12 +25,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let mut versions = serde_json::Map::new();
     for set in quantumflow_queue::migration_sets() {
         let report = schema::inspect(&state.pool, set).await?;
-        if !report.unknown.is_empty() {
-            return Err(ApiError::Unavailable(format!(
-                "the database has {} migrations newer than this binary ({:?}); upgrade it",
-                set.name, report.unknown
-            )));
-        }
         if let Some(pending) = report.pending().next() {
             return Err(ApiError::Unavailable(format!(
                 "the database lacks {} migration {} ({}); run `quantumflow migrate up`",
@@ -34,6 +32,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             )));
         }
         versions.insert(set.name.to_owned(), report.version().into());
+        if !report.unknown.is_empty() {
+            versions.insert(
+                format!("{}_newer_than_binary", set.name),
+                report.unknown.into(),
+            );
+        }
     }
     Ok(Json(json!({"status": "ready", "schema": versions})))
 }

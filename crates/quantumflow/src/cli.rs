@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// QuantumFlow: a self-hosted workflow execution cluster.
 #[derive(Debug, Parser)]
-#[command(name = "quantumflow", version, about, propagate_version = true)]
+#[command(name = "quantumflow", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// PostgreSQL URL. Without it, commands use the private server that `quantumflow up`
     /// runs in --data-dir.
@@ -43,8 +43,8 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run everything on this machine: database (unless DATABASE_URL is set), migrations,
-    /// control plane and workers.
+    /// Run everything on this machine: a private database (unless DATABASE_URL is set),
+    /// migrations and the control plane.
     Up(UpArgs),
     /// Run the control plane (HTTP API) alone.
     Serve(ServeArgs),
@@ -73,7 +73,8 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
 
-    /// Worker slots run inside this process.
+    /// Worker slots to run inside this process; this build has no node-run engine, so they
+    /// stay idle.
     #[arg(long, env = "QUANTUMFLOW_WORKERS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) workers: u32,

@@ -33,6 +33,12 @@ pub(crate) fn default_data_dir() -> PathBuf {
 
 /// Parses a database URL, saying what is wrong with a bad one.
 pub(crate) fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "DATABASE_URL {} is not a valid PostgreSQL URL: it must start with postgres://",
+            redact(url)
+        );
+    }
     PgConnectOptions::from_str(url)
         .with_context(|| format!("DATABASE_URL {} is not a valid PostgreSQL URL", redact(url)))
 }
@@ -99,6 +105,7 @@ pub(crate) async fn connect_configured(
 pub(crate) async fn ensure_exists(url: &str) -> anyhow::Result<()> {
     use sqlx::migrate::MigrateDatabase;
 
+    parse_url(url)?;
     let exists = sqlx::Postgres::database_exists(url)
         .await
         .with_context(|| {

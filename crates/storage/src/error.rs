@@ -88,7 +88,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 }
 
 impl StorageError {
-    pub(crate) fn corrupt(column: &'static str, detail: impl ToString) -> Self {
+    pub(crate) fn corrupt(column: &'static str, detail: &dyn std::fmt::Display) -> Self {
         Self::Corrupt {
             column,
             detail: detail.to_string(),

@@ -97,7 +97,7 @@ impl TryFrom<ExecutionRow> for Execution {
             status: r
                 .status
                 .parse()
-                .map_err(|e| StorageError::corrupt("executions.status", e))?,
+                .map_err(|e| StorageError::corrupt("executions.status", &e))?,
             id: r.id,
             workflow_id: r.workflow_id,
             workflow_name: r.workflow_name,
@@ -283,7 +283,7 @@ impl TryFrom<NodeRunRow> for NodeRun {
             status: r
                 .status
                 .parse()
-                .map_err(|e| StorageError::corrupt("node_runs.status", e))?,
+                .map_err(|e| StorageError::corrupt("node_runs.status", &e))?,
             id: r.id,
             execution_id: r.execution_id,
             node_id: r.node_id,

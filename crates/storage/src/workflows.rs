@@ -201,7 +201,7 @@ impl TryFrom<WorkflowRow> for Workflow {
             status: r
                 .status
                 .parse()
-                .map_err(|e| StorageError::corrupt("workflows.status", e))?,
+                .map_err(|e| StorageError::corrupt("workflows.status", &e))?,
             id: r.id,
             name: r.name,
             description: r.description,
@@ -246,7 +246,7 @@ impl TryFrom<NodeRow> for Node {
             kind: r
                 .kind
                 .parse()
-                .map_err(|e| StorageError::corrupt("nodes.type", e))?,
+                .map_err(|e| StorageError::corrupt("nodes.type", &e))?,
             id: r.id,
             workflow_id: r.workflow_id,
             name: r.name,
@@ -281,7 +281,7 @@ impl TryFrom<EdgeRow> for Edge {
             kind: r
                 .kind
                 .parse()
-                .map_err(|e| StorageError::corrupt("edges.type", e))?,
+                .map_err(|e| StorageError::corrupt("edges.type", &e))?,
             id: r.id,
             workflow_id: r.workflow_id,
             source_node_id: r.source_node_id,

@@ -92,6 +92,10 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
+    #[expect(
+        clippy::print_stderr,
+        reason = "test output is the only place to report it"
+    )]
     fn drop(&mut self) {
         // Drop runs outside async code, possibly on a runtime that is shutting down, so the
         // database is dropped from a thread with a runtime of its own.

@@ -1,1 +1,6 @@
-//! CLI tests.
+//! Runs the `quantumflow` binary as a user would, against real PostgreSQL.
+
+mod errors;
+mod migrate;
+mod support;
+mod up;

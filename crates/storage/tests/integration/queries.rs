@@ -216,7 +216,7 @@ async fn connectors_keep_credentials_out_of_ordinary_reads() {
         .await
         .unwrap();
 
-    assert_eq!(listed, [created.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&created));
     assert!(
         !serde_json::to_string(&created)
             .unwrap()

@@ -1,0 +1,87 @@
+//! Running the binary and talking to it over loopback.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The binary under test, with no database configured unless a test adds one.
+pub(crate) fn quantumflow() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quantumflow"));
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("QUANTUMFLOW_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run quantumflow")
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub(crate) fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A loopback address nothing listens on right now.
+pub(crate) fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A scratch directory that the private server's account can enter even when tests run as root.
+pub(crate) fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `GET path` over HTTP/1.1; `None` while nothing answers.
+pub(crate) async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Waits until `/readyz` answers 200, or panics with the process's output.
+pub(crate) async fn wait_ready(child: &mut Child, address: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("quantumflow exited early with {status}");
+        }
+        if let Some((200, _)) = get(address, "/readyz").await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("quantumflow did not become ready at {address}");
+}
+
+/// Sends SIGTERM and waits for the exit status.
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "quantumflow ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,92 @@
+//! `quantumflow up` end to end: with a private server and with DATABASE_URL.
+
+use std::process::Stdio;
+
+use quantumflow_testkit::TestDb;
+
+use crate::support::{
+    free_address, get, quantumflow, run, scratch_dir, stderr, stdout, terminate, wait_ready,
+};
+
+#[tokio::test]
+async fn up_runs_a_private_server_that_keeps_its_data_across_restarts() {
+    let dir = scratch_dir();
+    let data_dir = dir.path().join("data");
+    let address = free_address();
+    let up = || {
+        quantumflow()
+            .args(["up", "--listen", &address.to_string(), "--data-dir"])
+            .arg(&data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut first = up();
+    wait_ready(&mut first, address).await;
+    let health = get(address, "/healthz").await;
+    let busy = run(quantumflow()
+        .args(["up", "--listen", &free_address().to_string(), "--data-dir"])
+        .arg(&data_dir));
+    let seeded = run(quantumflow().args(["seed", "--data-dir"]).arg(&data_dir));
+    let stopped = terminate(&mut first);
+
+    let mut second = up();
+    wait_ready(&mut second, address).await;
+    let reseeded = run(quantumflow().args(["seed", "--data-dir"]).arg(&data_dir));
+    let stopped_again = terminate(&mut second);
+
+    assert_eq!(health.map(|(status, _)| status), Some(200));
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        stderr(&busy).contains("is in use by another quantumflow process"),
+        "{}",
+        stderr(&busy)
+    );
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    assert!(stopped.success(), "{stopped}");
+    assert!(
+        stdout(&reseeded).contains("already there"),
+        "data was lost: {}",
+        stdout(&reseeded)
+    );
+    assert!(stopped_again.success());
+    assert!(
+        !quantumflow_localpg::is_running(&data_dir),
+        "the private server outlived up"
+    );
+}
+
+#[tokio::test]
+async fn up_with_database_url_creates_migrates_and_reports_ready() {
+    let server = TestDb::empty().await;
+    // A database that does not exist yet, on the test server.
+    let mut url = server.connect_options();
+    let name = format!("{}_up", server.name());
+    url = url.database(&name);
+    let url = sqlx::ConnectOptions::to_url_lossy(&url).to_string();
+    let address = free_address();
+
+    let mut child = quantumflow()
+        .args(["up", "--listen", &address.to_string()])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child, address).await;
+    let ready = get(address, "/readyz").await;
+    let status = terminate(&mut child);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(server.pool())
+    .await
+    .unwrap();
+
+    let (code, body) = ready.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("\"status\":\"ready\""), "{body}");
+    assert!(status.success(), "{status}");
+}
