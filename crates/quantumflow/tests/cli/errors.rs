@@ -1,8 +1,13 @@
 //! Bad input gets one line that says what to do, and a non-zero exit; never a panic.
 
+use std::process::Output;
+
 use crate::support::{quantumflow, run, stderr};
 
-fn assert_one_line_without_panic(text: &str) {
+/// Checks the exit code and that stderr is one `error:` line with no panic; returns that line.
+fn one_line_failure(output: &Output, code: i32) -> String {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{text}");
     assert_eq!(
         text.trim_end().lines().count(),
         1,
@@ -13,15 +18,14 @@ fn assert_one_line_without_panic(text: &str) {
         !text.contains("panicked") && !text.contains("backtrace"),
         "{text:?}"
     );
+    text
 }
 
 #[test]
 fn an_unknown_flag_is_named_with_a_pointer_to_help() {
     let output = run(quantumflow().args(["up", "--wokers", "3"]));
 
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr(&output);
-    assert_one_line_without_panic(&err);
+    let err = one_line_failure(&output, 2);
     assert!(
         err.contains("'--wokers'") && err.contains("--help"),
         "{err}"
@@ -32,8 +36,7 @@ fn an_unknown_flag_is_named_with_a_pointer_to_help() {
 fn an_out_of_range_worker_count_is_refused() {
     let output = run(quantumflow().args(["up", "--workers", "0"]));
 
-    assert_eq!(output.status.code(), Some(2));
-    assert_one_line_without_panic(&stderr(&output));
+    one_line_failure(&output, 2);
 }
 
 #[test]
@@ -43,9 +46,7 @@ fn an_unreachable_database_is_reported_with_what_to_check() {
         .args(["migrate", "status"])
         .env("DATABASE_URL", "postgres://qf:hunter2@127.0.0.1:1/qf"));
 
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert_one_line_without_panic(&err);
+    let err = one_line_failure(&output, 1);
     assert!(err.contains("check DATABASE_URL"), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
     assert!(!err.contains("hunter2"), "the password leaked: {err}");
@@ -57,9 +58,7 @@ fn a_malformed_database_url_is_reported() {
         .args(["migrate", "status"])
         .env("DATABASE_URL", "mysql://x"));
 
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert_one_line_without_panic(&err);
+    let err = one_line_failure(&output, 1);
     assert!(err.contains("not a valid PostgreSQL URL"), "{err}");
 }
 
@@ -69,9 +68,7 @@ fn commands_without_any_database_say_how_to_get_one() {
 
     let output = run(quantumflow().args(["seed", "--data-dir"]).arg(dir.path()));
 
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert_one_line_without_panic(&err);
+    let err = one_line_failure(&output, 1);
     assert!(
         err.contains("set DATABASE_URL") && err.contains("quantumflow up"),
         "{err}"

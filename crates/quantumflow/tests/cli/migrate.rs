@@ -6,13 +6,19 @@ use quantumflow_testkit::TestDb;
 
 use crate::support::{quantumflow, run, stderr, stdout};
 
+/// The binary pointed at a test database.
+fn quantumflow_on(db: &TestDb) -> std::process::Command {
+    let mut cmd = quantumflow();
+    cmd.env("DATABASE_URL", db.url());
+    cmd
+}
+
 #[tokio::test]
 async fn two_concurrent_migrations_both_succeed_and_the_second_run_is_a_no_op() {
     let db = TestDb::empty().await;
     let spawn = || {
-        quantumflow()
+        quantumflow_on(&db)
             .args(["migrate", "up"])
-            .env("DATABASE_URL", db.url())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -21,9 +27,7 @@ async fn two_concurrent_migrations_both_succeed_and_the_second_run_is_a_no_op() 
 
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let again = run(quantumflow()
-        .args(["migrate", "up"])
-        .env("DATABASE_URL", db.url()));
+    let again = run(quantumflow_on(&db).args(["migrate", "up"]));
 
     assert!(a.status.success(), "{}", stderr(&a));
     assert!(b.status.success(), "{}", stderr(&b));
@@ -40,9 +44,7 @@ async fn two_concurrent_migrations_both_succeed_and_the_second_run_is_a_no_op() 
 async fn down_to_zero_empties_the_database_and_up_restores_it() {
     let db = TestDb::new().await;
 
-    let down = run(quantumflow()
-        .args(["migrate", "down", "--to", "0"])
-        .env("DATABASE_URL", db.url()));
+    let down = run(quantumflow_on(&db).args(["migrate", "down", "--to", "0"]));
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'apalis') \
          AND tablename <> '_sqlx_migrations'",
@@ -50,12 +52,8 @@ async fn down_to_zero_empties_the_database_and_up_restores_it() {
     .fetch_one(db.pool())
     .await
     .unwrap();
-    let status = run(quantumflow()
-        .args(["migrate", "status"])
-        .env("DATABASE_URL", db.url()));
-    let up = run(quantumflow()
-        .args(["migrate", "up"])
-        .env("DATABASE_URL", db.url()));
+    let status = run(quantumflow_on(&db).args(["migrate", "status"]));
+    let up = run(quantumflow_on(&db).args(["migrate", "up"]));
 
     assert!(down.status.success(), "{}", stderr(&down));
     assert_eq!(tables, 0);
@@ -71,7 +69,7 @@ async fn down_to_zero_empties_the_database_and_up_restores_it() {
 async fn serve_refuses_an_unmigrated_database() {
     let db = TestDb::empty().await;
 
-    let output = run(quantumflow().args(["serve"]).env("DATABASE_URL", db.url()));
+    let output = run(quantumflow_on(&db).args(["serve"]));
 
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -85,8 +83,8 @@ async fn serve_refuses_an_unmigrated_database() {
 async fn seed_loads_the_demo_once_with_generated_passwords() {
     let db = TestDb::new().await;
 
-    let first = run(quantumflow().args(["seed"]).env("DATABASE_URL", db.url()));
-    let second = run(quantumflow().args(["seed"]).env("DATABASE_URL", db.url()));
+    let first = run(quantumflow_on(&db).args(["seed"]));
+    let second = run(quantumflow_on(&db).args(["seed"]));
     let counts: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM connectors), \
                 (SELECT count(*) FROM nodes), (SELECT count(*) FROM edges)",
