@@ -7,9 +7,11 @@
 //! # Layout
 //!
 //! - [`status`]: the status enums of workflows, executions and node runs, and their transitions.
+//! - [`expr`]: templates (`{{input.x}}`) and conditions, rendered strictly and once.
 //! - [`graph`]: node and edge kinds, and validation of a workflow's DAG.
 //! - [`retry`]: the retry policy and its backoff schedule.
 
+pub mod expr;
 pub mod graph;
 pub mod retry;
 pub mod status;
