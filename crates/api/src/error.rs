@@ -4,6 +4,10 @@
 //! [`ApiError::status`], an exhaustive match, so a new case cannot silently become a 500.
 //! Server-side failures are logged once, here, inside the request's span; their details never
 //! reach the client.
+//!
+//! A request body with several invalid parts is answered once, listing every part in the
+//! problem's `errors` extension member (RFC 9457 §3.2), each with a JSON pointer into the body,
+//! so a client can fix all of them in one round trip.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,9 +17,26 @@ use serde::Serialize;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request cannot be read: malformed JSON, a body of the wrong shape, a malformed id.
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// The request body is not in a media type the endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    /// The request body is larger than the endpoint accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+
     /// The resource does not exist, or the caller may not know that it does.
     #[error("{0} not found")]
     NotFound(&'static str),
+
+    /// The resource exists but does not accept this method; the caller adds an `Allow`
+    /// header.
+    #[error("{0}")]
+    MethodNotAllowed(String),
 
     /// The request conflicts with the current state, e.g. a duplicate name.
     #[error("{0}")]
@@ -24,6 +45,10 @@ pub enum ApiError {
     /// The request is well-formed but its content is invalid.
     #[error("{0}")]
     Unprocessable(String),
+
+    /// The request body is well-formed but some of its parts are invalid; each is listed.
+    #[error("{}", invalid_summary(.0))]
+    Invalid(Vec<FieldError>),
 
     /// A dependency (the database) cannot serve right now; the client may retry.
     #[error("{0}")]
@@ -46,15 +71,48 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this case.
     pub detail: String,
+    /// Every invalid part of the request body, for [`ApiError::Invalid`]; absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One invalid part of a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// RFC 6901 pointer to the part, e.g. `/nodes/2/type`; `""` is the whole body.
+    pub pointer: String,
+    /// What is wrong with it, in words a user can act on.
+    pub detail: String,
+}
+
+impl FieldError {
+    /// A problem with the part of the body at `pointer`.
+    pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+fn invalid_summary(errors: &[FieldError]) -> String {
+    match errors.len() {
+        1 => "the request has 1 invalid part, listed in `errors`".to_owned(),
+        n => format!("the request has {n} invalid parts, listed in `errors`"),
+    }
 }
 
 impl ApiError {
     /// The status code of each case.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable(_) | Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,6 +139,14 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<sqlx::Error> for ApiError {
+    /// Errors of the pool itself, such as beginning or committing a transaction, mean what
+    /// they mean for any storage call.
+    fn from(err: sqlx::Error) -> Self {
+        StorageError::from(err).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -91,11 +157,16 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let errors = match self {
+            Self::Invalid(errors) => errors,
+            _ => Vec::new(),
+        };
         let problem = Problem {
             kind: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
+            errors,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         response.headers_mut().insert(

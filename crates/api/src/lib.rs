@@ -7,10 +7,17 @@
 //! # Layout
 //!
 //! - [`error`]: `ApiError` and the problem+json body.
+//! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
+//! - [`workflows`]: creating and reading workflows (`/api/v1/workflows`).
+//! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
 pub mod error;
+pub mod executions;
+pub mod extract;
 pub mod health;
+pub mod triggers;
+pub mod workflows;
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
@@ -42,6 +49,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/workflows", post(workflows::create))
+        .route("/api/v1/workflows/{id}", get(workflows::show))
+        .route("/api/v1/workflows/{id}/executions", post(triggers::execute))
+        .route("/api/v1/executions/{id}", get(executions::show))
+        .route("/webhook/{*path}", any(triggers::webhook))
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

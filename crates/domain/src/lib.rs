@@ -10,15 +10,18 @@
 //! - [`expr`]: templates (`{{input.x}}`) and conditions, rendered strictly and once.
 //! - [`graph`]: node and edge kinds, and validation of a workflow's DAG.
 //! - [`progress`]: which edges fire, which nodes run or are skipped, when an execution ends.
+//! - [`settings`]: a workflow's timeout, retry policy and error handling.
 //! - [`retry`]: the retry policy and its backoff schedule.
 
 pub mod expr;
 pub mod graph;
 pub mod progress;
 pub mod retry;
+pub mod settings;
 pub mod status;
 
 pub use graph::{EdgeKind, GraphProblem, NodeKind, WorkflowGraph};
 pub use progress::{ErrorHandling, Outcome};
 pub use retry::{Backoff, RetryPolicy};
+pub use settings::WorkflowSettings;
 pub use status::{ExecutionStatus, NodeRunStatus, UnknownStatus, WorkflowStatus};

@@ -137,6 +137,16 @@ impl<'g> Progress<'g> {
         &self.states
     }
 
+    /// Incoming edges of `node` not decided yet.
+    pub fn undecided(&self, node: usize) -> usize {
+        self.undecided[node]
+    }
+
+    /// Incoming edges of `node` that fired.
+    pub fn fired(&self, node: usize) -> usize {
+        self.fired[node]
+    }
+
     /// Nodes ready to run.
     pub fn ready(&self) -> Vec<usize> {
         (0..self.states.len())

@@ -44,7 +44,7 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run everything on this machine: a private database (unless DATABASE_URL is set),
-    /// migrations and the control plane.
+    /// migrations, the control plane and a pool of workers.
     Up(UpArgs),
     /// Run the control plane (HTTP API) alone.
     Serve(ServeArgs),
@@ -73,8 +73,7 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
 
-    /// Worker slots to run inside this process; this build has no node-run engine, so they
-    /// stay idle.
+    /// Nodes this process runs at once.
     #[arg(long, env = "QUANTUMFLOW_WORKERS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) workers: u32,

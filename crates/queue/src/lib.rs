@@ -50,3 +50,43 @@ pub async fn drop_schema(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         .await?;
     Ok(())
 }
+
+/// Queues node runs inside the caller's transaction, each after its own delay, so a job exists
+/// exactly when the writes that call for it commit.
+pub async fn push_node_runs(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[(NodeRunJob, std::time::Duration)],
+) -> Result<(), QueueError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut tasks = Vec::with_capacity(jobs.len());
+    for (job, delay) in jobs {
+        let payload = serde_json::to_vec(job).map_err(QueueError::Encode)?;
+        let mut builder = apalis::prelude::TaskBuilder::new(payload)
+            // Retries of a node are counted by the engine; the queue's own attempts only cover
+            // infrastructure trouble (a lost database connection while acknowledging).
+            .max_attempts(INFRASTRUCTURE_ATTEMPTS);
+        if !delay.is_zero() {
+            builder = builder.run_after(*delay);
+        }
+        tasks.push(builder.build());
+    }
+    apalis_postgres::queries::push_tasks(conn, NODE_RUN_QUEUE, tasks)
+        .await
+        .map_err(QueueError::Push)
+}
+
+/// How often the queue itself re-delivers a job whose handler returned an error.
+pub const INFRASTRUCTURE_ATTEMPTS: usize = 25;
+
+/// Why queueing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// A job could not be encoded.
+    #[error("cannot encode a job")]
+    Encode(#[source] serde_json::Error),
+    /// The queue refused the jobs.
+    #[error("cannot queue jobs")]
+    Push(#[source] apalis_postgres::Error),
+}

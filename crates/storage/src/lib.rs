@@ -8,11 +8,13 @@
 //!
 //! - [`schema`]: applying, reverting and inspecting migrations.
 //! - [`users`], [`connectors`], [`workflows`], [`executions`]: rows and queries per aggregate.
+//! - [`runs`]: the execution engine's bookkeeping, fenced by attempt.
 //! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
 
 pub mod connectors;
 mod error;
 pub mod executions;
+pub mod runs;
 pub mod schema;
 pub mod users;
 pub mod workflows;

@@ -732,3 +732,24 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
     }
     Ok(())
 }
+
+/// The methods for which some active workflow listens at webhook `path`, to tell "wrong
+/// method" (405) from "no such webhook" (404).
+pub async fn webhook_methods(db: impl PgExecutor<'_>, path: &str) -> Result<Vec<String>> {
+    let methods = sqlx::query_scalar!(
+        r#"
+        SELECT DISTINCT trigger_config -> 'config' ->> 'method' AS "method!"
+        FROM workflows
+        WHERE trigger_config @> jsonb_build_object('type', 'webhook',
+                                                   'config', jsonb_build_object('path', $1::text))
+          AND trigger_config ->> 'type' = 'webhook'
+          AND status = 'active'
+          AND trigger_config -> 'config' ->> 'method' IS NOT NULL
+        ORDER BY 1
+        "#,
+        path,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(methods)
+}

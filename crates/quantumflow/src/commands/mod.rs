@@ -24,8 +24,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(pool, args.listen, serve::shutdown_signal()).await
         }
         Command::Worker(args) => {
-            let pool = database::connect_configured(url, &data_dir, 4).await?;
-            worker::run(&pool, &args).await
+            // One connection per node in flight, plus the queue's heartbeat and listener.
+            let size = args.concurrency + 4;
+            let pool = database::connect_configured(url, &data_dir, size).await?;
+            worker::run(pool, &args).await
         }
         Command::Migrate(args) => {
             let pool = database::connect_configured(url, &data_dir, 2).await?;

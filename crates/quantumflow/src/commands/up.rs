@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use quantumflow_localpg::LocalPg;
+use quantumflow_worker::WorkerConfig;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::cli::UpArgs;
@@ -40,7 +42,47 @@ async fn serve_until_signal(
     if let Some(server) = private {
         tracing::info!(url = %server.url(), "connect to the private database with this URL");
     }
-    tracing::info!(workers = args.workers, "worker slots configured");
 
-    serve::run(pool, args.serve.listen, serve::shutdown_signal()).await
+    // One signal stops both halves: the control plane stops accepting, the worker stops
+    // fetching, and each finishes what it has in flight. Either half ending on its own (an
+    // address in use, say) stops the other too.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = std::sync::Arc::new(stop);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&stop| stop).await;
+    };
+    let signal = {
+        let (stop, stopped) = (stop.clone(), stopped.clone());
+        async move {
+            tokio::select! {
+                () = serve::shutdown_signal() => {}
+                () = until_stopped(stopped) => {}
+            }
+            let _ = stop.send(true);
+        }
+    };
+    let server = {
+        let stop = stop.clone();
+        let listen = args.serve.listen;
+        let stopped = until_stopped(stopped.clone());
+        let pool = pool.clone();
+        async move {
+            let result = serve::run(pool, listen, stopped).await;
+            let _ = stop.send(true);
+            result
+        }
+    };
+    let config = WorkerConfig {
+        concurrency: args.workers as usize,
+        ..WorkerConfig::default()
+    };
+    let worker = async {
+        let result = quantumflow_worker::run(pool, &config, until_stopped(stopped)).await;
+        let _ = stop.send(true);
+        result
+    };
+    let (server, worker, ()) = tokio::join!(server, worker, signal);
+    server?;
+    worker.context("the worker failed")?;
+    Ok(())
 }

@@ -1,16 +1,19 @@
 //! `quantumflow worker`: a process that runs node jobs.
 
-use anyhow::bail;
+use anyhow::Context;
+use quantumflow_worker::WorkerConfig;
 use sqlx::PgPool;
 
 use crate::cli::WorkerArgs;
 use crate::commands::serve;
 
-pub(crate) async fn run(pool: &PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
-    serve::check_schema(pool).await?;
-    bail!(
-        "this build has no node-run engine yet, so a worker (concurrency {}) would have \
-         nothing to run; use `quantumflow up` or `quantumflow serve`",
-        args.concurrency
-    )
+pub(crate) async fn run(pool: PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
+    serve::check_schema(&pool).await?;
+    let config = WorkerConfig {
+        concurrency: args.concurrency as usize,
+        ..WorkerConfig::default()
+    };
+    quantumflow_worker::run(pool, &config, serve::shutdown_signal())
+        .await
+        .context("the worker failed")
 }

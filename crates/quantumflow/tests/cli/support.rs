@@ -57,6 +57,46 @@ pub(crate) async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)
     Some((status, body))
 }
 
+/// Sends one HTTP/1.1 request with a JSON body and returns the status and parsed body.
+pub(crate) async fn send(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let raw = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    (
+        status,
+        serde_json::from_str(raw).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Waits until `/readyz` answers 200, or panics with the process's output.
 pub(crate) async fn wait_ready(child: &mut Child, address: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(60);

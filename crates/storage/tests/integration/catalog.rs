@@ -172,7 +172,8 @@ const INDEXES: &[(&str, &str, &str)] = &[
     ("connectors", "idx_connectors_config", "USING gin (config)"),
 ];
 
-/// Every column of the data model: table, column, type, default (as PostgreSQL prints it).
+/// Every column of the data model, plus the engine's bookkeeping columns: table, column, type,
+/// default (as PostgreSQL prints it).
 const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
     ("users", "id", "uuid", Some("gen_random_uuid()")),
     ("users", "email", "character varying(255)", None),
@@ -231,6 +232,7 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
         Some("CURRENT_TIMESTAMP"),
     ),
     ("workflows", "created_by", "uuid", None),
+    ("workflows", "cancelled_executions", "integer", Some("0")),
     ("workflows", "updated_by", "uuid", None),
     ("nodes", "id", "uuid", Some("gen_random_uuid()")),
     ("nodes", "workflow_id", "uuid", None),
@@ -286,6 +288,14 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
         None,
     ),
     ("executions", "workflow_version", "integer", None),
+    ("executions", "remaining_nodes", "integer", Some("0")),
+    ("executions", "unhandled_failure", "boolean", Some("false")),
+    (
+        "executions",
+        "deadline_at",
+        "timestamp with time zone",
+        None,
+    ),
     (
         "executions",
         "status",
@@ -330,6 +340,9 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
     ("node_runs", "error_message", "text", None),
     ("node_runs", "error_stack", "text", None),
     ("node_runs", "retry_count", "integer", Some("0")),
+    ("node_runs", "attempt", "integer", Some("0")),
+    ("node_runs", "undecided_edges", "integer", Some("0")),
+    ("node_runs", "fired_edges", "integer", Some("0")),
     ("node_runs", "max_retries", "integer", Some("3")),
     ("node_runs", "started_at", "timestamp with time zone", None),
     (
@@ -598,7 +611,10 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
         ["connectors", "edges", "nodes", "users", "workflows"]
     );
     assert_eq!(report.version(), 2);
-    assert_eq!(report.pending().map(|m| m.version).collect::<Vec<_>>(), [3]);
+    assert_eq!(
+        report.pending().map(|m| m.version).collect::<Vec<_>>(),
+        [3, 4]
+    );
 }
 
 #[tokio::test]

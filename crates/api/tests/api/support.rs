@@ -1,0 +1,143 @@
+//! Sending requests to the router, and the users and documents the tests start from.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use quantumflow_api::{AppState, router};
+use quantumflow_storage::users::{self, NewUser, User};
+use quantumflow_testkit::TestDb;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A response with its body read as JSON (`Null` when empty).
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.header(header::CONTENT_TYPE)
+    }
+}
+
+/// Sends one request to a router on `db`, as the server would.
+pub(crate) async fn send(db: &TestDb, request: Request<Body>) -> Response {
+    let app = router(AppState {
+        pool: db.pool().clone(),
+    });
+    let response = app.oneshot(request).await.unwrap();
+
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "the body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub(crate) fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+pub(crate) fn post_json(path: &str, body: &Value) -> Request<Body> {
+    post_raw(path, "application/json", &body.to_string())
+}
+
+pub(crate) fn post_raw(path: &str, content_type: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+/// The superuser `admin`, as `quantumflow seed` creates it.
+pub(crate) async fn admin(db: &TestDb) -> User {
+    let new = NewUser {
+        email: "admin@example.com",
+        username: "admin",
+        hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        full_name: Some("Admin User"),
+        is_superuser: true,
+    };
+    users::insert(db.pool(), &new).await.unwrap()
+}
+
+/// A valid workflow document: a webhook trigger, a fetch that notifies on success and reports
+/// on failure, with every optional field used somewhere.
+pub(crate) fn document() -> Value {
+    json!({
+        "name": "Notify on signup",
+        "description": "Tells the team about each new user",
+        "status": "active",
+        "trigger_config": {
+            "type": "webhook",
+            "config": {"method": "POST", "path": "/webhook/signup"}
+        },
+        "settings": {
+            "timeout": 60,
+            "retry_policy": {"max_retries": 2, "retry_delay": 5},
+            "error_handling": "continue"
+        },
+        "nodes": [
+            {"name": "signup", "type": "trigger", "position": {"x": 0, "y": 0}},
+            {
+                "name": "fetch",
+                "type": "action",
+                "description": "Looks the user up",
+                "config": {"connector": "http", "url": "http://127.0.0.1:9/profile"},
+                "input_mapping": {"user": "{{input.username}}"},
+                "output_mapping": {},
+                "position": {"x": 200, "y": 0},
+                "is_enabled": true
+            },
+            {"name": "notify", "type": "action", "config": {"connector": "slack"}},
+            {"name": "report", "type": "action", "is_enabled": false}
+        ],
+        "edges": [
+            {"source": "signup", "target": "fetch"},
+            {
+                "source": "fetch",
+                "target": "notify",
+                "type": "conditional",
+                "condition": {"expression": "{{output.status}} == 200"},
+                "label": "found"
+            },
+            {"source": "fetch", "target": "report", "type": "error", "label": null}
+        ]
+    })
+}
+
+/// Creates [`document`] through the API, owned by an `admin` that must already exist.
+pub(crate) async fn create_workflow(db: &TestDb) -> Value {
+    let created = send(db, post_json("/api/v1/workflows", &document())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    created.body
+}
+
+/// Asserts that `response` is an RFC 9457 problem with `status`, and returns its detail.
+pub(crate) fn problem_detail(response: &Response, status: StatusCode) -> String {
+    assert_eq!(response.status, status, "{}", response.body);
+    assert_eq!(response.content_type(), Some("application/problem+json"));
+    assert_eq!(response.body["status"], status.as_u16());
+    response.body["detail"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,757 @@
+//! The execution engine: how executions start, how node outcomes move them along, and how
+//! they finish.
+//!
+//! The control plane calls [`start`] inside the transaction that accepts a trigger. Workers
+//! call [`Engine::begin`] for each node-run job, run the node, and report with
+//! [`Engine::succeed`] or [`Engine::fail`]. Every transition is one transaction: the node run's
+//! row, the counters of its successors, the jobs of those that became ready, and, when nothing
+//! is left, the execution's final status with its workflow's counters.
+//!
+//! The rules themselves (which edges fire, joins, skips, error handling) live in
+//! [`quantumflow_domain::progress`]; this crate applies them to stored state.
+//!
+//! # Layout
+//!
+//! - [`snapshot`]: the frozen workflow an execution runs from.
+//! - this module: starting, claiming, completing.
+
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quantumflow_domain::expr::{self, ExprError, Scope};
+use quantumflow_domain::progress::{self, Fate, NodeState, Outcome, Progress};
+use quantumflow_domain::{EdgeKind, ErrorHandling, NodeKind, RetryPolicy};
+use quantumflow_queue::{NodeRunJob, QueueError};
+use quantumflow_storage::runs::{self, AttemptResult, Claim, PlannedRun, StartedExecution};
+use quantumflow_storage::workflows::WorkflowDocument;
+use quantumflow_storage::{PgPool, StorageError};
+use serde_json::{Map, Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub use snapshot::{Plan, PlanError, Snapshot};
+
+/// Plans kept in memory per worker; snapshots never change, so a cached plan is never stale.
+const PLAN_CACHE_SIZE: usize = 4096;
+
+/// Why the engine could not do its part.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The workflow cannot run as it is defined.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Jobs could not be queued.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Storage(err.into())
+    }
+}
+
+/// How a trigger started an execution.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// `manual`, `webhook`, `schedule` or `api`.
+    pub trigger_type: &'static str,
+    /// Request metadata worth keeping (headers, query).
+    pub trigger_data: Value,
+    /// The payload; the trigger node's output.
+    pub input: Value,
+    /// The user whose token triggered it.
+    pub triggered_by: Option<Uuid>,
+}
+
+/// Starts an execution of `doc` in the caller's transaction: the execution row with its
+/// snapshot, one node run per node, the trigger's successors queued, the workflow counted.
+pub async fn start(
+    conn: &mut PgConnection,
+    doc: &WorkflowDocument,
+    trigger: Trigger,
+) -> Result<Uuid, EngineError> {
+    let snapshot = Snapshot::of(doc);
+    let snapshot_json =
+        serde_json::to_value(&snapshot).map_err(|e| PlanError::Unreadable(e.to_string()))?;
+    let plan = Plan::new(snapshot)?;
+    let trigger_index = plan.graph.trigger();
+
+    // Decide the trigger's edges in memory: nothing is stored yet, so the node runs can be
+    // written once, already in their first state.
+    let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
+    let mut progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
+    let scope = Scope::new()
+        .with("output", trigger.input.clone())
+        .with("input", trigger.input.clone());
+    let mut trigger_outcome = Outcome::Succeeded;
+    let mut trigger_error = None;
+    if let Err(err) = progress.finish(trigger_index, Outcome::Succeeded, |edge| {
+        let edge = &plan.snapshot.edges[edge];
+        expr::condition_holds(&edge.condition, &scope)
+    }) {
+        // A condition that cannot be evaluated is the trigger's failure, not a silent "no".
+        trigger_error = Some(format!("condition of an outgoing edge: {err}"));
+        trigger_outcome = Outcome::Failed;
+        let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
+        progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
+        progress
+            .finish(trigger_index, Outcome::Failed, |_| {
+                Ok::<_, ExprError>(false)
+            })
+            .ok();
+    }
+
+    let empty = json!({});
+    let mut planned = Vec::with_capacity(plan.snapshot.nodes.len());
+    for (i, node) in plan.snapshot.nodes.iter().enumerate() {
+        let status = match progress.states()[i] {
+            NodeState::Done(Outcome::Succeeded) => "success",
+            NodeState::Done(Outcome::Failed) => "failed",
+            NodeState::Done(Outcome::Skipped) => "skipped",
+            NodeState::Waiting | NodeState::Ready => "pending",
+        };
+        let policy = plan
+            .settings
+            .retry_policy_for(&node.config)
+            .unwrap_or(plan.settings.retry_policy);
+        planned.push(PlannedRun {
+            node_id: node.id,
+            node_name: &node.name,
+            node_type: node.kind.as_str(),
+            status,
+            output: if i == trigger_index {
+                &trigger.input
+            } else {
+                &empty
+            },
+            max_retries: policy.max_retries.min(i32::MAX as u32) as i32,
+            undecided_edges: progress.undecided(i) as i32,
+            fired_edges: progress.fired(i) as i32,
+        });
+    }
+
+    let started = StartedExecution {
+        workflow_id: doc.workflow.id,
+        workflow_name: &doc.workflow.name,
+        workflow_version: doc.workflow.version,
+        trigger_type: trigger.trigger_type,
+        trigger_data: &trigger.trigger_data,
+        workflow_snapshot: &snapshot_json,
+        input_data: &trigger.input,
+        triggered_by: trigger.triggered_by,
+        timeout_seconds: plan.settings.timeout,
+    };
+    let (execution_id, run_ids) = runs::start(&mut *conn, &started, &planned).await?;
+    let run_of: HashMap<Uuid, Uuid> = run_ids.into_iter().collect();
+
+    let jobs: Vec<(NodeRunJob, Duration)> = progress
+        .ready()
+        .into_iter()
+        .filter_map(|i| run_of.get(&plan.node(i).id))
+        .map(|&node_run_id| {
+            (
+                NodeRunJob {
+                    execution_id,
+                    node_run_id,
+                },
+                Duration::ZERO,
+            )
+        })
+        .collect();
+    quantumflow_queue::push_node_runs(&mut *conn, &jobs).await?;
+
+    if progress.is_finished() || trigger_outcome == Outcome::Failed {
+        let failed = progress.has_unhandled_failure();
+        let status = if failed { "failed" } else { "success" };
+        let error = trigger_error.as_deref();
+        let output = if failed {
+            json!({})
+        } else {
+            trigger.input.clone()
+        };
+        if trigger_outcome == Outcome::Failed {
+            runs::cancel_unstarted(&mut *conn, execution_id, "cancelled: the trigger failed")
+                .await?;
+        }
+        runs::finish_execution(&mut *conn, execution_id, status, &output, error).await?;
+    }
+    Ok(execution_id)
+}
+
+/// A claimed node run, ready for a worker to execute.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The claim: ids and the attempt number.
+    pub claim: Claim,
+    /// The execution's plan.
+    pub plan: Arc<Plan>,
+    /// The node's index in the plan.
+    pub index: usize,
+    /// The node's rendered input.
+    pub input: Value,
+    /// The node's config with every template rendered.
+    pub config: Value,
+    /// The node's retry policy.
+    pub policy: RetryPolicy,
+    /// Everything the node's templates could see: `input`, `execution`, `workflow`, `trigger`
+    /// (the request that started the execution), and `nodes` and `secrets` when the node uses
+    /// them.
+    pub scope: Scope,
+}
+
+impl Attempt {
+    /// The node being run.
+    pub fn node(&self) -> &snapshot::SnapshotNode {
+        self.plan.node(self.index)
+    }
+
+    /// The `Idempotency-Key` for outgoing requests: the same for every attempt of this node in
+    /// this execution, so receivers can recognise a retry.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.claim.execution_id, self.node().id)
+    }
+}
+
+/// What a worker should do with a job.
+#[derive(Debug)]
+pub enum Begin {
+    /// Nothing: the node run or its execution already ended, or the attempt was settled here.
+    Nothing,
+    /// Run the node.
+    Run(Box<Attempt>),
+}
+
+/// Why a node failed, as its executor reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFailure {
+    /// What went wrong, for `node_runs.error_message`.
+    pub message: String,
+    /// Whether another attempt could succeed (a timeout or a 503, not a template typo).
+    pub retryable: bool,
+}
+
+/// The engine as a worker uses it.
+#[derive(Debug)]
+pub struct Engine {
+    pool: PgPool,
+    plans: Mutex<HashMap<Uuid, Arc<Plan>>>,
+}
+
+impl Engine {
+    /// An engine on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The engine's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Claims the job's node run and prepares its attempt.
+    pub async fn begin(&self, job: &NodeRunJob) -> Result<Begin, EngineError> {
+        let Some(claim) = runs::claim(&self.pool, job.node_run_id).await? else {
+            return Ok(Begin::Nothing);
+        };
+        let plan = self.plan(claim.execution_id).await?;
+        let Some(index) = plan.index_of(claim.node_id) else {
+            return Err(PlanError::Unreadable(format!(
+                "no node {} in the snapshot",
+                claim.node_id
+            ))
+            .into());
+        };
+        let node = plan.node(index);
+        let policy = plan
+            .settings
+            .retry_policy_for(&node.config)
+            .unwrap_or(plan.settings.retry_policy);
+
+        let attempt = |input: Value, config: Value, scope: Scope| Attempt {
+            claim: claim.clone(),
+            plan: Arc::clone(&plan),
+            index,
+            input,
+            config,
+            policy,
+            scope,
+        };
+        if claim.past_deadline {
+            let timeout = plan.settings.timeout.unwrap_or_default();
+            let message = format!("the execution timed out after {timeout} s");
+            self.time_out(&attempt(json!({}), json!({}), Scope::new()), &message)
+                .await?;
+            return Ok(Begin::Nothing);
+        }
+        if claim.attempt as u32 > policy.max_attempts() {
+            // The earlier attempts ended without reporting: their workers died. A node that
+            // keeps killing its worker must stop being retried somewhere.
+            let message = format!(
+                "gave up after {} attempts; the workers running it stopped without reporting",
+                claim.attempt - 1
+            );
+            self.finish(
+                &attempt(json!({}), json!({}), Scope::new()),
+                Err(&message),
+                None,
+            )
+            .await?;
+            return Ok(Begin::Nothing);
+        }
+
+        match self.prepare(&plan, index, &claim).await {
+            Ok((input, config, scope)) => Ok(Begin::Run(Box::new(attempt(input, config, scope)))),
+            // The database failing is not the node's fault: the job is delivered again.
+            Err(PrepareError::Storage(err)) => Err(err.into()),
+            Err(err) => {
+                let failed = attempt(json!({}), json!({}), Scope::new());
+                self.finish(&failed, Err(&err.to_string()), None).await?;
+                Ok(Begin::Nothing)
+            }
+        }
+    }
+
+    /// Records a successful attempt. `hold` delays the successors' jobs (a delay node).
+    pub async fn succeed(
+        &self,
+        attempt: &Attempt,
+        output: Value,
+        hold: Option<Duration>,
+    ) -> Result<(), EngineError> {
+        let node = attempt.node();
+        let output = if is_empty(&node.output_mapping) {
+            output
+        } else {
+            let scope = Scope::new()
+                .with("output", output)
+                .with("input", attempt.input.clone());
+            match expr::render(&node.output_mapping, &scope) {
+                Ok(mapped) => mapped,
+                Err(err) => {
+                    let message = format!("output_mapping: {err}");
+                    return self.finish(attempt, Err(&message), None).await;
+                }
+            }
+        };
+        self.finish(attempt, Ok(&output), hold).await
+    }
+
+    /// Records a failed attempt: retried later if the policy allows, failed for good otherwise.
+    pub async fn fail(&self, attempt: &Attempt, failure: &NodeFailure) -> Result<(), EngineError> {
+        let number = attempt.claim.attempt.max(1) as u32;
+        if failure.retryable && attempt.policy.allows_retry_after(number) {
+            let delay = attempt.policy.delay_after(number, rand::random::<f64>());
+            let mut tx = self.pool.begin().await?;
+            let released = runs::release_for_retry(
+                &mut *tx,
+                attempt.claim.id,
+                attempt.claim.attempt,
+                &failure.message,
+            )
+            .await?;
+            if released {
+                let job = NodeRunJob {
+                    execution_id: attempt.claim.execution_id,
+                    node_run_id: attempt.claim.id,
+                };
+                quantumflow_queue::push_node_runs(&mut tx, &[(job, delay)]).await?;
+            }
+            tx.commit().await?;
+            tracing::info!(attempt = number, delay_ms = delay.as_millis() as u64, error.message = %failure.message, "node failed; retry scheduled");
+            return Ok(());
+        }
+        self.finish(attempt, Err(&failure.message), None).await
+    }
+
+    async fn plan(&self, execution_id: Uuid) -> Result<Arc<Plan>, EngineError> {
+        if let Some(plan) = self
+            .plans
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&execution_id)
+        {
+            return Ok(Arc::clone(plan));
+        }
+        let snapshot = quantumflow_storage::executions::snapshot(&self.pool, execution_id).await?;
+        let plan = Arc::new(Plan::from_json(snapshot)?);
+        let mut plans = self.plans.lock().map_err(|_| poisoned())?;
+        if plans.len() >= PLAN_CACHE_SIZE {
+            plans.clear();
+        }
+        plans.insert(execution_id, Arc::clone(&plan));
+        Ok(plan)
+    }
+
+    /// The node's input and rendered config.
+    async fn prepare(
+        &self,
+        plan: &Plan,
+        index: usize,
+        claim: &Claim,
+    ) -> Result<(Value, Value, Scope), PrepareError> {
+        let node = plan.node(index);
+        let incoming: Vec<_> = plan.graph.incoming(index).copied().collect();
+        let sources: Vec<Uuid> = incoming.iter().map(|e| plan.node(e.source).id).collect();
+        let results = runs::results(&self.pool, claim.execution_id, &sources).await?;
+        let by_node: HashMap<Uuid, &runs::PriorResult> =
+            results.iter().map(|r| (r.node_id, r)).collect();
+
+        // The input is what arrived over the edges that fired: one predecessor's output as it
+        // is, several keyed by node name.
+        let mut arrived = Map::new();
+        for edge in &incoming {
+            let source = plan.node(edge.source);
+            let Some(result) = by_node.get(&source.id) else {
+                continue;
+            };
+            let value = match (edge.kind, result.status.as_str()) {
+                (EdgeKind::Error, "failed") => json!({"error": {
+                    "node": source.name, "message": result.error_message.clone().unwrap_or_default()
+                }}),
+                (EdgeKind::Default, "success") => result.output_data.clone(),
+                (EdgeKind::Conditional, "success") => {
+                    let scope = Scope::new().with("output", result.output_data.clone());
+                    let condition = &plan.snapshot.edges[edge_index(plan, edge)].condition;
+                    if !expr::condition_holds(condition, &scope).unwrap_or(false) {
+                        continue;
+                    }
+                    result.output_data.clone()
+                }
+                _ => continue,
+            };
+            arrived.insert(source.name.clone(), value);
+        }
+        let input = match arrived.len() {
+            1 => arrived
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+            _ => Value::Object(arrived),
+        };
+
+        let mut scope = Scope::new()
+            .with("input", input.clone())
+            .with(
+                "execution",
+                json!({"id": claim.execution_id, "attempt": claim.attempt}),
+            )
+            .with("trigger", claim.trigger_data.clone())
+            .with(
+                "workflow",
+                json!({"id": plan.snapshot.workflow.id, "name": plan.snapshot.workflow.name}),
+            );
+        let mentions_nodes = |v: &Value| v.to_string().contains("nodes.");
+        if mentions_nodes(&node.config) || mentions_nodes(&node.input_mapping) {
+            let outputs = runs::outputs(&self.pool, claim.execution_id).await?;
+            let nodes: Map<String, Value> = outputs
+                .into_iter()
+                .map(|(name, output)| (name, json!({ "output": output })))
+                .collect();
+            scope = scope.with("nodes", Value::Object(nodes));
+        }
+        if let Some(connector) = node.config.get("connector_id").and_then(Value::as_str) {
+            let id: Uuid = connector.parse().map_err(|_| {
+                PrepareError::Config(format!("connector_id {connector:?} is not a uuid"))
+            })?;
+            let credentials = quantumflow_storage::connectors::credentials(&self.pool, id).await?;
+            scope = scope.with("secrets", credentials);
+        }
+
+        let input = if is_empty(&node.input_mapping) {
+            input
+        } else {
+            expr::render(&node.input_mapping, &scope)
+                .map_err(|e| PrepareError::Template(format!("input_mapping: {e}")))?
+        };
+        let scope = scope.with("input", input.clone());
+        // A condition node's expression is evaluated by the node itself, as an expression, not
+        // rendered into text first.
+        let config = if node.kind == NodeKind::Condition {
+            node.config.clone()
+        } else {
+            expr::render(&node.config, &scope)
+                .map_err(|e| PrepareError::Template(format!("config: {e}")))?
+        };
+        Ok((input, config, scope))
+    }
+
+    async fn time_out(&self, attempt: &Attempt, message: &str) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let result = AttemptResult {
+            status: "failed",
+            input: &attempt.input,
+            output: &json!({}),
+            error: Some(message),
+        };
+        if runs::finish(&mut *tx, attempt.claim.id, attempt.claim.attempt, &result).await? {
+            let cancelled = runs::cancel_unstarted(
+                &mut *tx,
+                attempt.claim.execution_id,
+                "cancelled: the execution timed out",
+            )
+            .await?;
+            runs::settle(&mut *tx, attempt.claim.execution_id, 1 + cancelled, true).await?;
+            runs::finish_execution(
+                &mut tx,
+                attempt.claim.execution_id,
+                "failed",
+                &json!({}),
+                Some(message),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the final result of an attempt and moves the execution along, in one
+    /// transaction.
+    async fn finish(
+        &self,
+        attempt: &Attempt,
+        result: Result<&Value, &str>,
+        hold: Option<Duration>,
+    ) -> Result<(), EngineError> {
+        let plan = &attempt.plan;
+        let execution_id = attempt.claim.execution_id;
+        let node = attempt.node();
+
+        // Decide the outgoing edges before writing anything: a condition that cannot be
+        // evaluated turns the node's success into its failure.
+        let mut outcome = if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        let mut error = result.err().map(str::to_owned);
+        let output = result.ok().cloned().unwrap_or_else(|| json!({}));
+        let scope = Scope::new()
+            .with("output", output.clone())
+            .with("input", attempt.input.clone());
+        let decisions = match decide(plan, attempt.index, outcome, &scope) {
+            Ok(d) => d,
+            Err(err) => {
+                outcome = Outcome::Failed;
+                error = Some(format!("condition of an outgoing edge: {err}"));
+                decide(plan, attempt.index, outcome, &scope).unwrap_or_default()
+            }
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let recorded = AttemptResult {
+            status: if outcome == Outcome::Succeeded {
+                "success"
+            } else {
+                "failed"
+            },
+            input: &attempt.input,
+            output: &output,
+            error: error.as_deref(),
+        };
+        if !runs::finish(&mut *tx, attempt.claim.id, attempt.claim.attempt, &recorded).await? {
+            // A newer attempt owns the run, or it already ended: this report is stale.
+            tx.rollback().await?;
+            tracing::info!("stale attempt; its result was discarded");
+            return Ok(());
+        }
+
+        let mut finished = 1;
+        let handled =
+            progress::failure_is_handled(plan.graph.outgoing(attempt.index).map(|e| e.kind));
+        let unhandled = outcome == Outcome::Failed && !handled;
+        let mut jobs = Vec::new();
+        if unhandled && plan.settings.error_handling == ErrorHandling::Stop {
+            let reason = format!("cancelled: node {:?} failed", node.name);
+            finished += runs::cancel_unstarted(&mut *tx, execution_id, &reason).await?;
+        } else {
+            finished += self
+                .propagate(&mut tx, attempt, decisions, hold, &mut jobs)
+                .await?;
+        }
+        quantumflow_queue::push_node_runs(&mut tx, &jobs).await?;
+
+        let (remaining, any_unhandled) =
+            runs::settle(&mut *tx, execution_id, finished, unhandled).await?;
+        if remaining == 0 {
+            let status = if any_unhandled { "failed" } else { "success" };
+            let outputs = runs::outputs(&mut *tx, execution_id).await?;
+            let output = execution_output(plan, outputs);
+            let message = if unhandled {
+                error
+                    .as_ref()
+                    .map(|e| format!("node {:?} failed: {e}", node.name))
+            } else if any_unhandled {
+                Some("a node failed without an error edge to handle it".to_owned())
+            } else {
+                None
+            };
+            runs::finish_execution(&mut tx, execution_id, status, &output, message.as_deref())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies edge decisions to the successors' counters, skipping and queueing as they
+    /// become decided. Returns how many runs were skipped.
+    async fn propagate(
+        &self,
+        tx: &mut PgConnection,
+        attempt: &Attempt,
+        mut decisions: Vec<(usize, bool)>,
+        hold: Option<Duration>,
+        jobs: &mut Vec<(NodeRunJob, Duration)>,
+    ) -> Result<i32, EngineError> {
+        let plan = &attempt.plan;
+        let execution_id = attempt.claim.execution_id;
+        let mut skipped_total = 0;
+        let mut first = true;
+        while !decisions.is_empty() {
+            let mut per_target: HashMap<usize, (i32, i32)> = HashMap::new();
+            for (target, fired) in decisions.drain(..) {
+                let entry = per_target.entry(target).or_default();
+                entry.0 += 1;
+                entry.1 += i32::from(fired);
+            }
+            let targets: Vec<usize> = per_target.keys().copied().collect();
+            let node_ids: Vec<Uuid> = targets.iter().map(|&t| plan.node(t).id).collect();
+            let decided: Vec<i32> = targets.iter().map(|t| per_target[t].0).collect();
+            let fired: Vec<i32> = targets.iter().map(|t| per_target[t].1).collect();
+            let rows =
+                runs::decide_edges(&mut *tx, execution_id, &node_ids, &decided, &fired).await?;
+
+            let mut to_skip = Vec::new();
+            for row in rows
+                .iter()
+                .filter(|r| r.undecided_edges == 0 && r.status == "pending")
+            {
+                let Some(index) = plan.index_of(row.node_id) else {
+                    continue;
+                };
+                match progress::fate_when_decided(
+                    row.fired_edges as usize,
+                    plan.node(index).is_enabled,
+                ) {
+                    Fate::Run => {
+                        // Only the delay node's own successors wait; what they unblock later
+                        // runs at once.
+                        let delay = if first {
+                            hold.unwrap_or_default()
+                        } else {
+                            Duration::ZERO
+                        };
+                        jobs.push((
+                            NodeRunJob {
+                                execution_id,
+                                node_run_id: row.id,
+                            },
+                            delay,
+                        ));
+                    }
+                    Fate::Skip => to_skip.push(row.node_id),
+                }
+            }
+            first = false;
+            if to_skip.is_empty() {
+                break;
+            }
+            let skipped = runs::skip(&mut *tx, execution_id, &to_skip, None).await?;
+            skipped_total += skipped.len() as i32;
+            for id in skipped {
+                if let Some(index) = plan.index_of(id) {
+                    decisions.extend(plan.graph.outgoing(index).map(|e| (e.target, false)));
+                }
+            }
+        }
+        Ok(skipped_total)
+    }
+}
+
+/// The outgoing edges of `index` after it ended with `outcome`: (target, fired).
+fn decide(
+    plan: &Plan,
+    index: usize,
+    outcome: Outcome,
+    scope: &Scope,
+) -> Result<Vec<(usize, bool)>, ExprError> {
+    plan.graph
+        .edges()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.source == index)
+        .map(|(i, e)| {
+            let fires = progress::edge_fires(e.kind, outcome, || {
+                expr::condition_holds(&plan.snapshot.edges[i].condition, scope)
+            })?;
+            Ok((e.target, fires))
+        })
+        .collect()
+}
+
+fn edge_index(plan: &Plan, edge: &quantumflow_domain::graph::Edge) -> usize {
+    plan.graph
+        .edges()
+        .iter()
+        .position(|e| e == edge)
+        .unwrap_or_default()
+}
+
+/// The result of an execution: the outputs of its final nodes (those without successors that
+/// ran), one as it is, several keyed by node name.
+fn execution_output(plan: &Plan, outputs: Vec<(String, Value)>) -> Value {
+    let finals: Vec<(String, Value)> = outputs
+        .into_iter()
+        .filter(|(name, _)| {
+            !plan
+                .snapshot
+                .edges
+                .iter()
+                .any(|e| &e.source == name && e.kind != EdgeKind::Error)
+        })
+        .collect();
+    match finals.len() {
+        0 => json!({}),
+        1 => finals
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+        _ => Value::Object(finals.into_iter().collect()),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    }
+}
+
+fn poisoned() -> EngineError {
+    EngineError::Plan(PlanError::Unreadable(
+        "the plan cache was poisoned by a panic".into(),
+    ))
+}
+
+/// Why a node's input or config could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("{0}")]
+    Template(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

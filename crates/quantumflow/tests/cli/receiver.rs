@@ -1,0 +1,81 @@
+//! A loopback HTTP server standing in for the services that http nodes call.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) path: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) body: Value,
+}
+
+/// Answers every request with `status` and records it.
+pub(crate) struct Receiver {
+    pub(crate) address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub(crate) async fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut reader = BufReader::new(stream);
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let (mut length, mut key) = (0usize, None);
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap_or(0),
+                            "idempotency-key" => key = Some(value.trim().to_owned()),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock().unwrap().push(Received {
+                        path,
+                        idempotency_key: key,
+                        body,
+                    });
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: 11\r\nconnection: close\r\n\r\n{{\"ok\":true}}"
+                    );
+                    let _ = reader.get_mut().write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self { address, received }
+    }
+
+    pub(crate) fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}

@@ -1,0 +1,462 @@
+//! The execution engine's bookkeeping: starting executions, claiming and finishing node runs,
+//! deciding edges and finishing executions.
+//!
+//! Every write that follows a claim names the attempt it belongs to (`attempt = $n`), and every
+//! status change is conditional on the current status, so a duplicate or late delivery of a job
+//! changes nothing and a final status is never overwritten.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A node run to create when an execution starts.
+#[derive(Debug, Clone)]
+pub struct PlannedRun<'a> {
+    /// The node, by id.
+    pub node_id: Uuid,
+    /// Its name.
+    pub node_name: &'a str,
+    /// Its type.
+    pub node_type: &'a str,
+    /// `pending`, or `success`/`skipped` for nodes decided before any worker runs.
+    pub status: &'a str,
+    /// Output, for nodes that already succeeded (the trigger).
+    pub output: &'a Value,
+    /// Retries the node may use.
+    pub max_retries: i32,
+    /// Incoming edges still undecided.
+    pub undecided_edges: i32,
+    /// Incoming edges that fired.
+    pub fired_edges: i32,
+}
+
+/// An execution to create, already running.
+#[derive(Debug, Clone)]
+pub struct StartedExecution<'a> {
+    /// The workflow.
+    pub workflow_id: Uuid,
+    /// Its name now.
+    pub workflow_name: &'a str,
+    /// Its version now.
+    pub workflow_version: i32,
+    /// `manual`, `webhook`, `schedule` or `api`.
+    pub trigger_type: &'a str,
+    /// Request metadata.
+    pub trigger_data: &'a Value,
+    /// The workflow as it is now.
+    pub workflow_snapshot: &'a Value,
+    /// The trigger's payload.
+    pub input_data: &'a Value,
+    /// Who triggered it.
+    pub triggered_by: Option<Uuid>,
+    /// Seconds until the execution times out.
+    pub timeout_seconds: Option<f64>,
+}
+
+/// Creates a running execution with all its node runs and counts it on its workflow, in the
+/// caller's transaction. Returns the execution's id and the ids of the node runs by node id.
+pub async fn start(
+    conn: &mut PgConnection,
+    execution: &StartedExecution<'_>,
+    runs: &[PlannedRun<'_>],
+) -> Result<(Uuid, Vec<(Uuid, Uuid)>)> {
+    let remaining = runs.iter().filter(|r| r.status == "pending").count() as i32;
+    let id = sqlx::query_scalar!(
+        r#"
+        INSERT INTO executions
+            (workflow_id, workflow_name, workflow_version, status, trigger_type, trigger_data,
+             workflow_snapshot, input_data, triggered_by, started_at, remaining_nodes,
+             deadline_at)
+        VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, now(), $9,
+                now() + make_interval(secs => $10::float8))
+        RETURNING id
+        "#,
+        execution.workflow_id,
+        execution.workflow_name,
+        execution.workflow_version,
+        execution.trigger_type,
+        execution.trigger_data,
+        execution.workflow_snapshot,
+        execution.input_data,
+        execution.triggered_by,
+        remaining,
+        execution.timeout_seconds,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let node_ids: Vec<Uuid> = runs.iter().map(|r| r.node_id).collect();
+    let names: Vec<&str> = runs.iter().map(|r| r.node_name).collect();
+    let types: Vec<&str> = runs.iter().map(|r| r.node_type).collect();
+    let statuses: Vec<&str> = runs.iter().map(|r| r.status).collect();
+    let outputs: Vec<Value> = runs.iter().map(|r| r.output.clone()).collect();
+    let max_retries: Vec<i32> = runs.iter().map(|r| r.max_retries).collect();
+    let undecided: Vec<i32> = runs.iter().map(|r| r.undecided_edges).collect();
+    let fired: Vec<i32> = runs.iter().map(|r| r.fired_edges).collect();
+    let created = sqlx::query!(
+        r#"
+        INSERT INTO node_runs
+            (execution_id, node_id, node_name, node_type, status, output_data, max_retries,
+             undecided_edges, fired_edges, started_at, completed_at, duration_ms)
+        SELECT $1, node_id, name, type, status, output, max_retries, undecided, fired,
+               CASE WHEN status = 'pending' THEN NULL ELSE now() END,
+               CASE WHEN status = 'pending' THEN NULL ELSE now() END,
+               CASE WHEN status = 'pending' THEN NULL ELSE 0 END
+        FROM UNNEST($2::uuid[], $3::varchar[], $4::varchar[], $5::varchar[], $6::jsonb[],
+                    $7::int4[], $8::int4[], $9::int4[])
+             AS t(node_id, name, type, status, output, max_retries, undecided, fired)
+        RETURNING id, node_id
+        "#,
+        id,
+        &node_ids,
+        &names as &[&str],
+        &types as &[&str],
+        &statuses as &[&str],
+        &outputs,
+        &max_retries,
+        &undecided,
+        &fired,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+
+    // Last: the workflow's row is shared by every execution of the workflow, so its lock is
+    // taken as late as possible and held only until the commit.
+    sqlx::query!(
+        r#"
+        UPDATE workflows
+        SET total_executions = total_executions + 1, last_execution_at = now()
+        WHERE id = $1
+        "#,
+        execution.workflow_id,
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    Ok((id, created.into_iter().map(|r| (r.node_id, r.id)).collect()))
+}
+
+/// A node run claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The node run.
+    pub id: Uuid,
+    /// Its execution.
+    pub execution_id: Uuid,
+    /// The node.
+    pub node_id: Uuid,
+    /// The node's name.
+    pub node_name: String,
+    /// This claim's attempt number, from 1.
+    pub attempt: i32,
+    /// Retries the node may use.
+    pub max_retries: i32,
+    /// When this attempt started.
+    pub started_at: DateTime<Utc>,
+    /// Whether the execution's deadline has passed.
+    pub past_deadline: bool,
+    /// How the execution was triggered: method, path, query and headers of a webhook.
+    pub trigger_data: Value,
+}
+
+/// Claims a pending (or abandoned running) node run of a running execution for a new attempt.
+/// `None` when there is nothing to do: the run or its execution already ended.
+pub async fn claim(db: impl PgExecutor<'_>, node_run_id: Uuid) -> Result<Option<Claim>> {
+    let claim = sqlx::query_as!(
+        Claim,
+        r#"
+        UPDATE node_runs AS r
+        SET status = 'running', attempt = r.attempt + 1, started_at = now()
+        FROM executions AS e
+        WHERE r.id = $1
+          AND e.id = r.execution_id
+          AND r.status IN ('pending', 'running')
+          AND e.status = 'running'
+        RETURNING r.id, r.execution_id, r.node_id, r.node_name AS "node_name!", r.attempt,
+                  r.max_retries, r.started_at AS "started_at!",
+                  coalesce(e.deadline_at < now(), false) AS "past_deadline!",
+                  e.trigger_data
+        "#,
+        node_run_id,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(claim)
+}
+
+/// What a finished attempt recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptResult<'a> {
+    /// `success` or `failed`.
+    pub status: &'a str,
+    /// What the node received.
+    pub input: &'a Value,
+    /// What it produced.
+    pub output: &'a Value,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+}
+
+/// Records the final result of attempt `attempt`. `false` when that attempt is no longer the
+/// current one or the run already ended, in which case nothing was written.
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    node_run_id: Uuid,
+    attempt: i32,
+    result: &AttemptResult<'_>,
+) -> Result<bool> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE node_runs
+        SET status = $3, input_data = $4, output_data = $5, error_message = $6,
+            retry_count = attempt - 1, completed_at = now(),
+            duration_ms = (extract(epoch FROM now() - started_at) * 1000)::int
+        WHERE id = $1 AND attempt = $2 AND status = 'running'
+        "#,
+        node_run_id,
+        attempt,
+        result.status,
+        result.input,
+        result.output,
+        result.error,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Hands attempt `attempt` back to the queue for a retry. `false` when that attempt is no
+/// longer current.
+pub async fn release_for_retry(
+    db: impl PgExecutor<'_>,
+    node_run_id: Uuid,
+    attempt: i32,
+    error: &str,
+) -> Result<bool> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE node_runs
+        SET status = 'pending', retry_count = attempt, error_message = $3
+        WHERE id = $1 AND attempt = $2 AND status = 'running'
+        "#,
+        node_run_id,
+        attempt,
+        error,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The result of deciding some incoming edges of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The node run.
+    pub id: Uuid,
+    /// The node.
+    pub node_id: Uuid,
+    /// Incoming edges still undecided.
+    pub undecided_edges: i32,
+    /// Incoming edges that fired.
+    pub fired_edges: i32,
+    /// The run's status (edges into an already skipped or cancelled run change nothing).
+    pub status: String,
+}
+
+/// Counts decided edges on their target runs: `decided[i]` edges into `node_ids[i]`, of which
+/// `fired[i]` fired. Returns the targets' new counters.
+pub async fn decide_edges(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    node_ids: &[Uuid],
+    decided: &[i32],
+    fired: &[i32],
+) -> Result<Vec<Decided>> {
+    let rows = sqlx::query_as!(
+        Decided,
+        r#"
+        UPDATE node_runs AS r
+        SET undecided_edges = r.undecided_edges - d.decided, fired_edges = r.fired_edges + d.fired
+        FROM UNNEST($2::uuid[], $3::int4[], $4::int4[]) AS d(node_id, decided, fired)
+        WHERE r.execution_id = $1 AND r.node_id = d.node_id
+        RETURNING r.id, r.node_id, r.undecided_edges, r.fired_edges, r.status
+        "#,
+        execution_id,
+        node_ids,
+        decided,
+        fired,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Marks pending runs of an execution as skipped, with `reason` when given. Returns the node
+/// ids actually skipped.
+pub async fn skip(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    node_ids: &[Uuid],
+    reason: Option<&str>,
+) -> Result<Vec<Uuid>> {
+    let skipped = sqlx::query_scalar!(
+        r#"
+        UPDATE node_runs
+        SET status = 'skipped', error_message = $3, completed_at = now()
+        WHERE execution_id = $1 AND node_id = ANY($2) AND status = 'pending'
+        RETURNING node_id
+        "#,
+        execution_id,
+        node_ids,
+        reason,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(skipped)
+}
+
+/// Marks every run of an execution that has not started as skipped, because the execution
+/// stopped. Returns how many.
+pub async fn cancel_unstarted(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    reason: &str,
+) -> Result<i32> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE node_runs
+        SET status = 'skipped', error_message = $2, completed_at = now()
+        WHERE execution_id = $1 AND status = 'pending'
+        "#,
+        execution_id,
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() as i32)
+}
+
+/// A predecessor's result, as a successor's input sees it.
+#[derive(Debug, Clone)]
+pub struct PriorResult {
+    /// The node.
+    pub node_id: Uuid,
+    /// Its final status.
+    pub status: String,
+    /// Its output.
+    pub output_data: Value,
+    /// Its error, if it failed.
+    pub error_message: Option<String>,
+}
+
+/// The results of some nodes of an execution.
+pub async fn results(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    node_ids: &[Uuid],
+) -> Result<Vec<PriorResult>> {
+    let rows = sqlx::query_as!(
+        PriorResult,
+        r#"
+        SELECT node_id, status, output_data, error_message
+        FROM node_runs
+        WHERE execution_id = $1 AND node_id = ANY($2)
+        "#,
+        execution_id,
+        node_ids,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Counts `finished` more node runs of an execution as final; returns how many remain and
+/// whether some failure went unhandled.
+pub async fn settle(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    finished: i32,
+    unhandled_failure: bool,
+) -> Result<(i32, bool)> {
+    let row = sqlx::query!(
+        r#"
+        UPDATE executions
+        SET remaining_nodes = remaining_nodes - $2,
+            unhandled_failure = unhandled_failure OR $3
+        WHERE id = $1
+        RETURNING remaining_nodes, unhandled_failure
+        "#,
+        execution_id,
+        finished,
+        unhandled_failure,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((row.remaining_nodes, row.unhandled_failure))
+}
+
+/// Ends a running execution with `status` and counts it on its workflow. `false` when it had
+/// already ended.
+pub async fn finish_execution(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    status: &str,
+    output: &Value,
+    error: Option<&str>,
+) -> Result<bool> {
+    let workflow = sqlx::query_scalar!(
+        r#"
+        UPDATE executions
+        SET status = $2, output_data = $3, error_message = $4, completed_at = now(),
+            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at)) * 1000)::int
+        WHERE id = $1 AND status IN ('pending', 'running')
+        RETURNING workflow_id
+        "#,
+        execution_id,
+        status,
+        output,
+        error,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(workflow) = workflow else {
+        return Ok(false);
+    };
+
+    sqlx::query!(
+        r#"
+        UPDATE workflows
+        SET successful_executions = successful_executions + ($2 = 'success')::int,
+            failed_executions = failed_executions + ($2 = 'failed')::int,
+            cancelled_executions = cancelled_executions + ($2 = 'cancelled')::int
+        WHERE id = $1
+        "#,
+        workflow,
+        status,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Outputs of an execution's successful runs by node name, in the order they finished.
+pub async fn outputs(db: impl PgExecutor<'_>, execution_id: Uuid) -> Result<Vec<(String, Value)>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT node_name AS "node_name!", output_data
+        FROM node_runs
+        WHERE execution_id = $1 AND status = 'success'
+        ORDER BY completed_at, node_name
+        "#,
+        execution_id,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.node_name, r.output_data))
+        .collect())
+}

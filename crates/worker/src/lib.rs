@@ -1,0 +1,148 @@
+//! QuantumFlow's worker: it claims node-run jobs from the queue and runs the nodes.
+//!
+//! Any number of worker processes may run; each claims jobs with `FOR UPDATE SKIP LOCKED`
+//! through apalis-postgres, so one job goes to one worker at a time. What a job does to the
+//! database is decided by [`quantumflow_engine`]; this crate runs the node itself ([`nodes`])
+//! and drives the queue: worker identity, heartbeats, concurrency and shutdown.
+
+pub mod nodes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+// The prelude brings the builder's extension traits (concurrency, parallelize) into scope.
+use apalis::prelude::*;
+use apalis_postgres::{Config, PostgresStorage};
+use quantumflow_engine::{Begin, Engine};
+use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+/// How often a worker proves it is alive. With [`MISSED_HEARTBEATS`] it sets how soon the jobs
+/// of a crashed worker run elsewhere: within about a minute and a quarter.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Heartbeats a worker may miss before its jobs are handed to others.
+pub const MISSED_HEARTBEATS: usize = 4;
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Nodes run at once.
+    pub concurrency: usize,
+    /// Jobs fetched per round trip.
+    pub batch_size: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            batch_size: 10,
+        }
+    }
+}
+
+/// What every job handler shares.
+#[derive(Debug)]
+struct Runtime {
+    engine: Engine,
+    http: reqwest::Client,
+}
+
+/// A name unique to this process start: a restarted process must not inherit the identity of
+/// its predecessor, or the predecessor's abandoned jobs would look owned by a live worker.
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+    format!("{host}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Runs a worker until `shutdown` completes; then it stops fetching, finishes the nodes in
+/// flight and returns.
+pub async fn run(
+    pool: PgPool,
+    config: &WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let http = nodes::http_client().map_err(WorkerError::Http)?;
+    let runtime = Arc::new(Runtime {
+        engine: Engine::new(pool.clone()),
+        http,
+    });
+
+    let queue = Config::default()
+        .queue(NODE_RUN_QUEUE)
+        .batch_size(config.batch_size)
+        .heartbeat_interval(HEARTBEAT_INTERVAL)
+        .missed_heartbeats(MISSED_HEARTBEATS);
+    let backend = PostgresStorage::<NodeRunJob>::new(&pool)
+        .with_config(queue)
+        .with_pubsub();
+    let name = worker_name();
+    tracing::info!(worker = %name, concurrency = config.concurrency, "worker starting");
+
+    let worker = WorkerBuilder::new(WorkerContext::new(&name))
+        .backend(backend)
+        .data(runtime)
+        .concurrency(config.concurrency)
+        .parallelize(tokio::spawn)
+        .build(handle);
+    worker
+        .run_until(async move {
+            shutdown.await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| WorkerError::Queue(e.to_string()))?;
+    tracing::info!(worker = %name, "worker stopped");
+    Ok(())
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The HTTP client for nodes could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// The queue failed.
+    #[error("the job queue failed: {0}")]
+    Queue(String),
+}
+
+/// One job: claim, run, report. Errors returned here are infrastructure errors (the database
+/// went away); the queue delivers the job again and the claim's attempt fencing keeps that safe.
+async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "node_run",
+        execution.id = %job.execution_id,
+        node_run.id = %job.node_run_id,
+        node.name = tracing::field::Empty,
+        node.r#type = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    );
+    async move {
+        let attempt = match runtime.engine.begin(&job).await? {
+            Begin::Nothing => return Ok(()),
+            Begin::Run(attempt) => attempt,
+        };
+        let span = tracing::Span::current();
+        span.record("node.name", attempt.node().name.as_str());
+        span.record("node.type", attempt.node().kind.as_str());
+        span.record("attempt", attempt.claim.attempt);
+
+        let reported = match nodes::run(&attempt, &runtime.http).await {
+            Ok(done) => {
+                runtime
+                    .engine
+                    .succeed(&attempt, done.output, done.hold)
+                    .await
+            }
+            Err(failure) => runtime.engine.fail(&attempt, &failure).await,
+        };
+        reported?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}

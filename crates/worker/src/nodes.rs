@@ -1,0 +1,290 @@
+//! Running one node: what each node type does with its rendered config and input.
+//!
+//! - `trigger`: its output is the trigger payload (normally recorded when the execution starts).
+//! - `transform`: `config.template`, already rendered, is the output.
+//! - `condition`: evaluates `config` as a condition (see
+//!   [`quantumflow_domain::expr::condition_holds`]); the output is `{"result": bool, "value":
+//!   input}`, and conditional edges choose the branch from it.
+//! - `delay`: passes its input on and holds its successors back for `config.seconds` through
+//!   the queue's scheduled run time; it never sleeps in a worker slot.
+//! - `action` with `config.connector` = `http` or `slack`: an HTTP request (see [`http`]).
+//!
+//! Every node runs under a deadline (`config.timeout` seconds, 30 by default), and a panic in a
+//! node is caught and reported as a failure of that attempt.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use quantumflow_domain::NodeKind;
+use quantumflow_domain::expr;
+use quantumflow_engine::{Attempt, NodeFailure};
+use serde_json::{Map, Value, json};
+
+/// A node's deadline when its config sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest response body an http node reads; larger ones fail the node.
+pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// Redirects an http node follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// What a node produced.
+#[derive(Debug)]
+pub struct Done {
+    /// Its output.
+    pub output: Value,
+    /// How long its successors wait before they run.
+    pub hold: Option<Duration>,
+}
+
+impl Done {
+    fn output(output: Value) -> Self {
+        Self { output, hold: None }
+    }
+}
+
+fn fail(message: impl Into<String>, retryable: bool) -> NodeFailure {
+    NodeFailure {
+        message: message.into(),
+        retryable,
+    }
+}
+
+/// The HTTP client shared by http and slack nodes.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // TLS goes through rustls with the ring provider, which the database driver already uses;
+    // installing it again is harmless, so the result is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .no_proxy()
+        .user_agent(concat!("QuantumFlow/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Runs the attempt's node under its deadline.
+pub async fn run(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, NodeFailure> {
+    let timeout = match attempt.config.get("timeout") {
+        None => DEFAULT_TIMEOUT,
+        Some(v) => seconds(v)
+            .ok_or_else(|| fail("config.timeout must be a positive number of seconds", false))?,
+    };
+    let work = AssertUnwindSafe(execute(attempt, http)).catch_unwind();
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(fail("the node panicked", true)),
+        Err(_) => Err(fail(
+            format!("the node timed out after {} s", timeout.as_secs_f64()),
+            true,
+        )),
+    }
+}
+
+async fn execute(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, NodeFailure> {
+    let config = &attempt.config;
+    match attempt.node().kind {
+        NodeKind::Trigger => Ok(Done::output(attempt.input.clone())),
+        NodeKind::Transform => match (config.get("template"), config.get("script")) {
+            (Some(template), _) => Ok(Done::output(template.clone())),
+            (None, Some(_)) => Err(fail(
+                "config.script is not supported by this version; use config.template",
+                false,
+            )),
+            (None, None) => Err(fail("a transform node needs config.template", false)),
+        },
+        NodeKind::Condition => {
+            let held = expr::condition_holds(config, &attempt.scope)
+                .map_err(|e| fail(e.to_string(), false))?;
+            Ok(Done::output(
+                json!({"result": held, "value": attempt.input}),
+            ))
+        }
+        NodeKind::Delay => {
+            let amount = config
+                .get("seconds")
+                .ok_or_else(|| fail("a delay node needs config.seconds", false))?;
+            let hold = seconds(amount)
+                .ok_or_else(|| fail("config.seconds must be a positive number", false))?;
+            Ok(Done {
+                output: attempt.input.clone(),
+                hold: Some(hold),
+            })
+        }
+        NodeKind::Action => match config.get("connector").and_then(Value::as_str) {
+            Some("http") => http::call(attempt, http).await.map(Done::output),
+            Some("slack") => http::slack(attempt, http).await.map(Done::output),
+            Some(other) => Err(fail(
+                format!("unknown connector {other:?}; expected http or slack"),
+                false,
+            )),
+            None => Err(fail("an action node needs config.connector", false)),
+        },
+    }
+}
+
+fn seconds(value: &Value) -> Option<Duration> {
+    let s = value.as_f64()?;
+    (s.is_finite() && s > 0.0 && s <= 7.0 * 24.0 * 3600.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// The http and slack actions.
+pub mod http {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::{Attempt, MAX_RESPONSE_BYTES, Map, NodeFailure, Value, fail, json};
+
+    /// `config`: `url`, `method` (default `GET`, or `POST` with a body), `headers` (an object
+    /// of strings), `body` (JSON, or a string sent as it is), `accept_status` (extra statuses
+    /// that count as success, or `"any"`). The output is `{"status", "headers", "body"}`,
+    /// with the body parsed as JSON when it is JSON.
+    pub async fn call(attempt: &Attempt, http: &reqwest::Client) -> Result<Value, NodeFailure> {
+        let config = &attempt.config;
+        let url = config
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| fail("config.url is required", false))?;
+        let body = config.get("body").filter(|b| !b.is_null());
+        let method = match config.get("method").and_then(Value::as_str) {
+            Some(m) => m.to_ascii_uppercase(),
+            None if body.is_some() => "POST".to_owned(),
+            None => "GET".to_owned(),
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            fail(
+                format!("config.method {method:?} is not an HTTP method"),
+                false,
+            )
+        })?;
+
+        let mut headers = HeaderMap::new();
+        if let Some(map) = config.get("headers").and_then(Value::as_object) {
+            for (name, value) in map {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| fail(format!("header name {name:?} is invalid"), false))?;
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let value = HeaderValue::from_str(&text)
+                    .map_err(|_| fail(format!("header {name} has an invalid value"), false))?;
+                headers.insert(name, value);
+            }
+        }
+        // Stable for one node of one execution: a receiver sees the same key on a retry.
+        let key = HeaderValue::from_str(&attempt.idempotency_key())
+            .map_err(|_| fail("bad key", false))?;
+        headers.insert("idempotency-key", key);
+
+        let mut request = http.request(method, url).headers(headers);
+        request = match body {
+            Some(Value::String(text)) => request.body(text.clone()),
+            Some(json) => request.json(json),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| fail(describe(&e, url), true))?;
+        let accepted = |status: u16| match config.get("accept_status") {
+            Some(Value::String(any)) if any == "any" => true,
+            Some(Value::Array(list)) => list.iter().any(|s| s.as_u64() == Some(u64::from(status))),
+            _ => false,
+        };
+        read(response, url, accepted).await
+    }
+
+    /// `config`: `channel` and `message`; the incoming-webhook URL comes from the connector's
+    /// credentials (`config.connector_id`, key `webhook_url`).
+    pub async fn slack(attempt: &Attempt, http: &reqwest::Client) -> Result<Value, NodeFailure> {
+        let url = attempt
+            .scope
+            .get("secrets")
+            .and_then(|s| s.get("webhook_url"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                fail(
+                    "the Slack connector (config.connector_id) has no webhook_url credential",
+                    false,
+                )
+            })?;
+        let text = attempt
+            .config
+            .get("message")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut payload = json!({"text": text});
+        if let Some(channel) = attempt.config.get("channel") {
+            payload["channel"] = channel.clone();
+        }
+        let response = http
+            .post(url)
+            .header("idempotency-key", attempt.idempotency_key())
+            .json(&payload)
+            .send()
+            .await
+            .map_err(|e| fail(describe(&e, "the Slack webhook"), true))?;
+        read(response, "the Slack webhook", |_| false).await
+    }
+
+    async fn read(
+        mut response: reqwest::Response,
+        target: &str,
+        accepted: impl Fn(u16) -> bool,
+    ) -> Result<Value, NodeFailure> {
+        let status = response.status();
+        let mut headers = Map::new();
+        for (name, value) in response.headers() {
+            headers.insert(
+                name.as_str().to_owned(),
+                Value::String(String::from_utf8_lossy(value.as_bytes()).into()),
+            );
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(describe(&e, target), true))?
+        {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(fail(
+                    format!("the response from {target} exceeds {MAX_RESPONSE_BYTES} bytes"),
+                    false,
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+
+        if status.is_success() || accepted(status.as_u16()) {
+            return Ok(json!({"status": status.as_u16(), "headers": headers, "body": body}));
+        }
+        let snippet: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+        // Server trouble and throttling may pass; a 4xx will fail the same way again.
+        let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+        Err(fail(
+            format!("{target} answered {status}: {snippet}"),
+            retryable,
+        ))
+    }
+
+    fn describe(err: &reqwest::Error, target: &str) -> String {
+        let what = if err.is_timeout() {
+            "timed out"
+        } else if err.is_connect() {
+            "refused or unreachable"
+        } else {
+            "failed"
+        };
+        let mut message = format!("request to {target} {what}");
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+}
