@@ -367,6 +367,9 @@ impl Engine {
                 quantumflow_queue::push_node_runs(&mut tx, &[(job, delay)]).await?;
             }
             tx.commit().await?;
+            if released {
+                self.wake_after(delay);
+            }
             tracing::info!(attempt = number, delay_ms = delay.as_millis() as u64, error.message = %failure.message, "node failed; retry scheduled");
             return Ok(());
         }
@@ -431,13 +434,16 @@ impl Engine {
             };
             arrived.insert(source.name.clone(), value);
         }
-        let input = match arrived.len() {
-            1 => arrived
+        // The shape follows the graph, not the run: a join sees an object keyed by predecessor
+        // even when only one of its branches ran.
+        let input = if incoming.len() == 1 {
+            arrived
                 .into_iter()
                 .next()
                 .map(|(_, v)| v)
-                .unwrap_or_default(),
-            _ => Value::Object(arrived),
+                .unwrap_or_default()
+        } else {
+            Value::Object(arrived)
         };
 
         let mut scope = Scope::new()
@@ -580,6 +586,11 @@ impl Engine {
                 .await?;
         }
         quantumflow_queue::push_node_runs(&mut tx, &jobs).await?;
+        let due_later = jobs
+            .iter()
+            .map(|(_, delay)| *delay)
+            .filter(|d| !d.is_zero())
+            .max();
 
         let (remaining, any_unhandled) =
             runs::settle(&mut *tx, execution_id, finished, unhandled).await?;
@@ -600,7 +611,24 @@ impl Engine {
                 .await?;
         }
         tx.commit().await?;
+        if let Some(delay) = due_later {
+            self.wake_after(delay);
+        }
         Ok(())
+    }
+
+    /// Wakes the workers once jobs queued with `delay` fall due, so they run on time rather
+    /// than at the next heartbeat. If this process dies first, the heartbeat still finds them.
+    fn wake_after(&self, delay: Duration) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            // The queue stores run times in whole seconds, rounded down: by now + delay the job
+            // is due.
+            tokio::time::sleep(delay).await;
+            if let Err(err) = quantumflow_queue::wake_workers(&pool).await {
+                tracing::warn!(error.message = %err, "could not wake workers for a due job");
+            }
+        });
     }
 
     /// Applies edge decisions to the successors' counters, skipping and queueing as they

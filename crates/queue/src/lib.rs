@@ -90,3 +90,17 @@ pub enum QueueError {
     #[error("cannot queue jobs")]
     Push(#[source] apalis_postgres::Error),
 }
+
+/// Wakes idle workers as the queue's insert notification does. The queue notifies only for jobs
+/// that are due when inserted; the engine calls this when a delayed job falls due.
+pub async fn wake_workers(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    // Listeners check the job type and parse the id, but fetch whatever is due, so any valid
+    // task id serves.
+    const ANY_TASK_ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let payload = serde_json::json!({"job_type": NODE_RUN_QUEUE, "id": ANY_TASK_ID}).to_string();
+    sqlx::query("SELECT pg_notify('apalis::job::insert', $1)")
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -76,6 +76,9 @@ pub async fn run(
         .batch_size(config.batch_size)
         .heartbeat_interval(HEARTBEAT_INTERVAL)
         .missed_heartbeats(MISSED_HEARTBEATS);
+    // Jobs wake the worker through LISTEN/NOTIFY: the queue notifies for jobs due when they are
+    // inserted, and the engine for delayed jobs when they fall due. The heartbeat's fetch is
+    // the fallback when a notification is lost.
     let backend = PostgresStorage::<NodeRunJob>::new(&pool)
         .with_config(queue)
         .with_pubsub();

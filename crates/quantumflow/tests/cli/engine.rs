@@ -2,63 +2,16 @@
 //! GitHub webhook payloads in, an http node posting summaries to a loopback receiver.
 
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use quantumflow_storage::users::{self, NewUser};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
+use crate::cluster::{Cluster, admin, finished};
 use crate::receiver::Receiver;
-use crate::support::{free_address, quantumflow, send, terminate, wait_ready};
+use crate::support::send;
 
 /// The GitHub events of the test data, with the file each payload is in.
 const EVENTS: &[&str] = &["ping", "push", "issues", "pull_request", "release"];
-
-/// A control plane and two workers on `db`, stopped when dropped.
-struct Cluster {
-    api: SocketAddr,
-    processes: Vec<Child>,
-}
-
-impl Cluster {
-    async fn start(db: &TestDb) -> Self {
-        let api = free_address();
-        let spawn = |args: &[&str]| {
-            quantumflow()
-                .args(args)
-                .env("DATABASE_URL", db.url())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let mut server = spawn(&["serve", "--listen", &api.to_string()]);
-        wait_ready(&mut server, api).await;
-        let workers = (0..2).map(|_| spawn(&["worker", "--concurrency", "4"]));
-        let processes = std::iter::once(server).chain(workers).collect();
-        Self { api, processes }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.processes {
-            terminate(child);
-        }
-    }
-}
-
-async fn admin(db: &TestDb) {
-    let new = NewUser {
-        email: "admin@example.com",
-        username: "admin",
-        hashed_password: "x",
-        full_name: None,
-        is_superuser: true,
-    };
-    users::insert(db.pool(), &new).await.unwrap();
-}
 
 fn summary_workflow(receiver: SocketAddr) -> Value {
     json!({
@@ -85,24 +38,6 @@ fn summary_workflow(receiver: SocketAddr) -> Value {
             {"source": "summarize", "target": "notify"}
         ]
     })
-}
-
-/// Polls an execution until it has ended.
-async fn finished(api: SocketAddr, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, execution) =
-            send(api, "GET", &format!("/api/v1/executions/{id}"), &[], None).await;
-        assert_eq!(status, 200, "{execution}");
-        if !matches!(execution["status"].as_str(), Some("pending" | "running")) {
-            return execution;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "execution {id} did not finish: {execution:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Runs the `quantumflow` binary as a user would, against real PostgreSQL.
 
+mod cluster;
 mod engine;
 mod errors;
+mod flows;
 mod migrate;
 mod receiver;
 mod support;

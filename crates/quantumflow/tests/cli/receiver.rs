@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,21 +16,31 @@ pub(crate) struct Received {
     pub(crate) body: Value,
 }
 
-/// Answers every request with `status` and records it.
+/// How the receiver answers a request: a status, after a pause. It is given the request and
+/// how many earlier requests carried the same idempotency key.
+pub(crate) type Behaviour = Arc<dyn Fn(&Received, usize) -> (u16, Duration) + Send + Sync>;
+
+/// Records every request and answers as its behaviour says.
 pub(crate) struct Receiver {
     pub(crate) address: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
+    /// Answers every request with `status` at once.
     pub(crate) async fn start(status: u16) -> Self {
+        Self::start_with(Arc::new(move |_, _| (status, Duration::ZERO))).await
+    }
+
+    pub(crate) async fn start_with(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&received);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let log = Arc::clone(&log);
+                let behaviour = Arc::clone(&behaviour);
                 tokio::spawn(async move {
                     let mut reader = BufReader::new(stream);
                     let mut line = String::new();
@@ -59,11 +70,21 @@ impl Receiver {
                         return;
                     }
                     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    log.lock().unwrap().push(Received {
+                    let request = Received {
                         path,
                         idempotency_key: key,
                         body,
-                    });
+                    };
+                    let (status, pause) = {
+                        let mut log = log.lock().unwrap();
+                        let seen = log
+                            .iter()
+                            .filter(|r| r.idempotency_key == request.idempotency_key)
+                            .count();
+                        log.push(request.clone());
+                        behaviour(&request, seen)
+                    };
+                    tokio::time::sleep(pause).await;
                     let reply = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
                          content-length: 11\r\nconnection: close\r\n\r\n{{\"ok\":true}}"

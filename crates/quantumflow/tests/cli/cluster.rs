@@ -1,0 +1,98 @@
+//! A control plane and two worker processes on one test database, and helpers to drive them.
+
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use quantumflow_storage::users::{self, NewUser};
+use quantumflow_testkit::TestDb;
+use serde_json::Value;
+
+use crate::support::{free_address, quantumflow, send, terminate, wait_ready};
+
+/// A control plane and two workers on `db`, stopped when dropped.
+pub(crate) struct Cluster {
+    pub(crate) api: SocketAddr,
+    processes: Vec<Child>,
+}
+
+impl Cluster {
+    pub(crate) async fn start(db: &TestDb) -> Self {
+        let api = free_address();
+        let spawn = |args: &[&str]| {
+            quantumflow()
+                .args(args)
+                .env("DATABASE_URL", db.url())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut server = spawn(&["serve", "--listen", &api.to_string()]);
+        wait_ready(&mut server, api).await;
+        let workers = (0..2).map(|_| spawn(&["worker", "--concurrency", "4"]));
+        let processes = std::iter::once(server).chain(workers).collect();
+        Self { api, processes }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            terminate(child);
+        }
+    }
+}
+
+/// The `admin` superuser that owns workflows created through the API.
+pub(crate) async fn admin(db: &TestDb) {
+    let new = NewUser {
+        email: "admin@example.com",
+        username: "admin",
+        hashed_password: "x",
+        full_name: None,
+        is_superuser: true,
+    };
+    users::insert(db.pool(), &new).await.unwrap();
+}
+
+/// Polls an execution until it has ended.
+pub(crate) async fn finished(api: SocketAddr, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, execution) =
+            send(api, "GET", &format!("/api/v1/executions/{id}"), &[], None).await;
+        assert_eq!(status, 200, "{execution}");
+        if !matches!(execution["status"].as_str(), Some("pending" | "running")) {
+            return execution;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "execution {id} did not finish: {execution:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a workflow through the API and returns its id.
+pub(crate) async fn create_workflow(api: SocketAddr, document: &Value) -> String {
+    let (status, workflow) = send(api, "POST", "/api/v1/workflows", &[], Some(document)).await;
+    assert_eq!(status, 201, "{workflow:#}");
+    workflow["id"].as_str().unwrap().to_owned()
+}
+
+/// Starts an execution of a workflow by id and returns the execution's id.
+pub(crate) async fn execute(api: SocketAddr, workflow: &str, input: &Value) -> String {
+    let path = format!("/api/v1/workflows/{workflow}/executions");
+    let (status, accepted) = send(api, "POST", &path, &[], Some(input)).await;
+    assert_eq!(status, 202, "{accepted:#}");
+    accepted["execution_id"].as_str().unwrap().to_owned()
+}
+
+/// The node run called `name` in an execution as the API shows it.
+pub(crate) fn run<'a>(execution: &'a Value, name: &str) -> &'a Value {
+    execution["node_runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["node_name"] == name))
+        .unwrap_or_else(|| panic!("no node run {name}: {execution:#}"))
+}

@@ -1,0 +1,450 @@
+//! Graph semantics, retries, timeouts and exactly-once bookkeeping, each on a real control plane
+//! and two worker processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quantumflow_queue::NodeRunJob;
+use quantumflow_testkit::TestDb;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::cluster::{Cluster, admin, create_workflow, execute, finished, run};
+use crate::receiver::Receiver;
+
+async fn cluster(db: &TestDb) -> Cluster {
+    admin(db).await;
+    Cluster::start(db).await
+}
+
+fn workflow(settings: Value, nodes: Value, edges: Value) -> Value {
+    let mut document = json!({
+        "name": "flow under test",
+        "status": "active",
+        "trigger_config": {"type": "manual"},
+    });
+    document["settings"] = settings;
+    document["nodes"] = nodes;
+    document["edges"] = edges;
+    document
+}
+
+fn statuses(execution: &Value) -> Vec<(String, String)> {
+    let mut runs: Vec<(String, String)> = execution["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["node_name"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_fan_out_of_twenty_joins_back_into_one_node() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let mut nodes = vec![json!({"name": "start", "type": "trigger"})];
+    let mut edges = Vec::new();
+    for i in 0..20 {
+        nodes.push(json!({"name": format!("branch{i}"), "type": "transform",
+                          "config": {"template": {"branch": i, "seen": "{{input.value}}"}}}));
+        edges.push(json!({"source": "start", "target": format!("branch{i}")}));
+        edges.push(json!({"source": format!("branch{i}"), "target": "join"}));
+    }
+    nodes.push(json!({"name": "join", "type": "transform",
+                      "config": {"template": {"count": "{{ input | length }}",
+                                              "first": "{{input.branch0.seen}}"}}}));
+    let id = create_workflow(
+        cluster.api,
+        &workflow(json!({}), json!(nodes), json!(edges)),
+    )
+    .await;
+
+    let execution = finished(
+        cluster.api,
+        &execute(cluster.api, &id, &json!({"value": 7})).await,
+    )
+    .await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(execution["node_runs"].as_array().unwrap().len(), 22);
+    assert!(statuses(&execution).iter().all(|(_, s)| s == "success"));
+    assert_eq!(
+        run(&execution, "join")["output_data"],
+        json!({"count": 20, "first": 7})
+    );
+    assert_eq!(execution["output_data"], json!({"count": 20, "first": 7}));
+}
+
+#[tokio::test]
+async fn an_untaken_branch_is_skipped_and_the_join_after_it_still_fires() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "check", "type": "condition", "config": {"expression": "{{input.amount}} > 100"}},
+        {"name": "big", "type": "transform", "config": {"template": {"size": "big"}}},
+        {"name": "small", "type": "transform", "config": {"template": {"size": "small"}}},
+        {"name": "after_small", "type": "transform", "config": {"template": {"x": 1}}},
+        {"name": "join", "type": "transform", "config": {"template": {"joined": "{{input.big.size}}"}}}
+    ]);
+    let edges = json!([
+        {"source": "start", "target": "check"},
+        {"source": "check", "target": "big", "type": "conditional",
+         "condition": {"expression": "{{output.result}} == true"}},
+        {"source": "check", "target": "small", "type": "conditional",
+         "condition": {"field": "{{output.result}}", "operator": "equals", "value": false}},
+        {"source": "small", "target": "after_small"},
+        {"source": "big", "target": "join"},
+        {"source": "after_small", "target": "join"}
+    ]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution = finished(
+        cluster.api,
+        &execute(cluster.api, &id, &json!({"amount": 500})).await,
+    )
+    .await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(
+        statuses(&execution),
+        pairs(&[
+            ("start", "success"),
+            ("check", "success"),
+            ("big", "success"),
+            ("small", "skipped"),
+            ("after_small", "skipped"),
+            ("join", "success")
+        ])
+    );
+    assert_eq!(
+        run(&execution, "join")["output_data"],
+        json!({"joined": "big"})
+    );
+}
+
+#[tokio::test]
+async fn an_error_edge_handles_a_failure_and_the_execution_succeeds() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(400).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "call", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/reject", receiver.address)}},
+        {"name": "next", "type": "transform", "config": {"template": {"x": 1}}},
+        {"name": "alert", "type": "transform",
+         "config": {"template": {"failed": "{{input.error.node}}", "why": "{{input.error.message}}"}}}
+    ]);
+    let edges = json!([
+        {"source": "start", "target": "call"},
+        {"source": "call", "target": "next"},
+        {"source": "call", "target": "alert", "type": "error"}
+    ]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(
+        statuses(&execution),
+        pairs(&[
+            ("start", "success"),
+            ("call", "failed"),
+            ("next", "skipped"),
+            ("alert", "success")
+        ])
+    );
+    let alert = &run(&execution, "alert")["output_data"];
+    assert_eq!(alert["failed"], "call");
+    assert!(alert["why"].as_str().unwrap().contains("400"), "{alert}");
+    assert_eq!(
+        run(&execution, "call")["retry_count"],
+        0,
+        "a 400 is not retried"
+    );
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unhandled_failure_fails_the_execution_and_cancels_what_has_not_started() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(404).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "call", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/missing", receiver.address)}},
+        {"name": "next", "type": "transform", "config": {"template": {"x": 1}}}
+    ]);
+    let edges =
+        json!([{"source": "start", "target": "call"}, {"source": "call", "target": "next"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+    let (_, counters) = crate::support::send(
+        cluster.api,
+        "GET",
+        &format!("/api/v1/workflows/{id}"),
+        &[],
+        None,
+    )
+    .await;
+
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    assert!(
+        execution["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("\"call\" failed"),
+        "{execution:#}"
+    );
+    assert_eq!(run(&execution, "next")["status"], "skipped");
+    assert_eq!(
+        (
+            counters["total_executions"].clone(),
+            counters["failed_executions"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy_and_are_spaced_by_the_queue() {
+    let db = TestDb::new().await;
+    // Fails the first two attempts of each request, then accepts.
+    let receiver = Receiver::start_with(Arc::new(|_, seen| {
+        (if seen < 2 { 503 } else { 200 }, Duration::ZERO)
+    }))
+    .await;
+    let cluster = cluster(&db).await;
+    let settings = json!({"retry_policy": {"max_retries": 3, "retry_delay": 2}});
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "flaky", "type": "action",
+         "config": {"connector": "http", "method": "POST", "url": format!("http://{}/flaky", receiver.address),
+                    "body": {"hello": "world"}}}
+    ]);
+    let edges = json!([{"source": "start", "target": "flaky"}]);
+    let id = create_workflow(cluster.api, &workflow(settings, nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    let flaky = run(&execution, "flaky");
+    assert_eq!(flaky["retry_count"], 2, "{flaky:#}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received
+            .windows(2)
+            .all(|w| w[0].idempotency_key == w[1].idempotency_key)
+    );
+
+    // Each attempt was its own queue job; the database's claim times show the spacing. The
+    // queue stores run times in whole seconds, hence the one-second tolerance.
+    let node_run = flaky["id"].as_str().unwrap();
+    let jobs: Vec<(f64, f64, Option<String>)> = sqlx::query_as(
+        "SELECT extract(epoch FROM run_at)::float8, extract(epoch FROM lock_at)::float8, lock_by \
+         FROM apalis.jobs \
+         WHERE convert_from(job, 'UTF8')::jsonb ->> 'node_run_id' = $1 ORDER BY lock_at",
+    )
+    .bind(node_run)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let claimed: Vec<f64> = jobs.iter().map(|j| j.1).collect();
+    assert_eq!(claimed.len(), 3, "{jobs:?}");
+    for gap in claimed.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            (1.0..=3.5).contains(&gap),
+            "retry gap {gap} s, policy says 2 s: {claimed:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_node_past_its_timeout_fails_with_a_message_that_says_so() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start_with(Arc::new(|_, _| (200, Duration::from_secs(5)))).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "slow", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/slow", receiver.address),
+                    "timeout": 1, "retry_policy": {"max_retries": 0}}}
+    ]);
+    let edges = json!([{"source": "start", "target": "slow"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    let slow = run(&execution, "slow");
+    assert!(
+        slow["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1 s"),
+        "{slow:#}"
+    );
+    assert!(slow["duration_ms"].as_i64().unwrap() < 4000, "{slow:#}");
+}
+
+#[tokio::test]
+async fn an_execution_past_its_timeout_fails_and_skips_the_rest() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "wait", "type": "delay", "config": {"seconds": 3}},
+        {"name": "after", "type": "transform", "config": {"template": {"x": 1}}},
+        {"name": "later", "type": "transform", "config": {"template": {"y": 2}}}
+    ]);
+    let edges = json!([
+        {"source": "start", "target": "wait"},
+        {"source": "wait", "target": "after"},
+        {"source": "after", "target": "later"}
+    ]);
+    let id = create_workflow(cluster.api, &workflow(json!({"timeout": 1}), nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    assert!(
+        execution["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1 s"),
+        "{execution:#}"
+    );
+    assert_eq!(run(&execution, "wait")["status"], "success");
+    assert_eq!(run(&execution, "after")["status"], "failed");
+    assert_eq!(run(&execution, "later")["status"], "skipped");
+}
+
+#[tokio::test]
+async fn a_job_delivered_again_changes_nothing() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(200).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "shape", "type": "transform", "config": {"template": {"n": "{{input.n}}"}}},
+        {"name": "send", "type": "action",
+         "config": {"connector": "http", "method": "POST", "url": format!("http://{}/once", receiver.address),
+                    "body": "{{input}}"}}
+    ]);
+    let edges =
+        json!([{"source": "start", "target": "shape"}, {"source": "shape", "target": "send"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+    let execution_id = execute(cluster.api, &id, &json!({"n": 1})).await;
+    let before = finished(cluster.api, &execution_id).await;
+
+    // Deliver the middle node's job again, as the queue may after a worker is presumed dead.
+    let job = NodeRunJob {
+        execution_id: execution_id.parse().unwrap(),
+        node_run_id: run(&before, "shape")["id"]
+            .as_str()
+            .unwrap()
+            .parse::<Uuid>()
+            .unwrap(),
+    };
+    let mut conn = db.pool().acquire().await.unwrap();
+    quantumflow_queue::push_node_runs(&mut conn, &[(job, Duration::ZERO)])
+        .await
+        .unwrap();
+    drop(conn);
+    let drained = async {
+        loop {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.jobs WHERE status NOT IN ('Done', 'Failed', 'Killed')",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), drained)
+        .await
+        .expect("the duplicate job ran");
+    let after = finished(cluster.api, &execution_id).await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM node_runs WHERE execution_id = $1::uuid")
+            .bind(&execution_id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+
+    assert_eq!(after["status"], "success");
+    assert_eq!(
+        after["node_runs"], before["node_runs"],
+        "a duplicate delivery rewrote a node run"
+    );
+    assert_eq!(rows, 3);
+    assert_eq!(receiver.received().len(), 1, "the successor ran twice");
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_executions_keep_the_counters_exact() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "double", "type": "transform", "config": {"template": {"n": "{{ input.n * 2 }}"}}}
+    ]);
+    let edges = json!([{"source": "start", "target": "double"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let mut started = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let (api, id) = (cluster.api, id.clone());
+        started.spawn(async move { (n, execute(api, &id, &json!({"n": n})).await) });
+    }
+    let mut executions = Vec::new();
+    while let Some(joined) = started.join_next().await {
+        executions.push(joined.unwrap());
+    }
+    for (n, execution) in &executions {
+        let execution = finished(cluster.api, execution).await;
+        assert_eq!(execution["status"], "success", "{execution:#}");
+        assert_eq!(execution["output_data"], json!({"n": n * 2}));
+    }
+    let (_, workflow) = crate::support::send(
+        cluster.api,
+        "GET",
+        &format!("/api/v1/workflows/{id}"),
+        &[],
+        None,
+    )
+    .await;
+
+    assert_eq!(workflow["total_executions"], 200);
+    assert_eq!(workflow["successful_executions"], 200);
+    assert_eq!(workflow["failed_executions"], 0);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM node_runs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 400);
+}
