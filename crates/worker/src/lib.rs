@@ -6,6 +6,7 @@
 //! and drives the queue: worker identity, heartbeats, concurrency and shutdown.
 
 pub mod nodes;
+pub mod script;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! Running one node: what each node type does with its rendered config and input.
 //!
 //! - `trigger`: its output is the trigger payload (normally recorded when the execution starts).
-//! - `transform`: `config.template`, already rendered, is the output.
+//! - `transform`: `config.template`, already rendered, is the output; or `config.script`, a
+//!   sandboxed Rhai script (see [`crate::script`]).
 //! - `condition`: evaluates `config` as a condition (see
 //!   [`quantumflow_domain::expr::condition_holds`]); the output is `{"result": bool, "value":
 //!   input}`, and conditional edges choose the branch from it.
@@ -68,7 +69,7 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 pub async fn run(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, NodeFailure> {
     let timeout = match attempt.config.get("timeout") {
         None => DEFAULT_TIMEOUT,
-        Some(v) => seconds(v)
+        Some(_) => node_timeout(&attempt.config)
             .ok_or_else(|| fail("config.timeout must be a positive number of seconds", false))?,
     };
     let work = AssertUnwindSafe(execute(attempt, http)).catch_unwind();
@@ -88,12 +89,27 @@ async fn execute(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, Node
         NodeKind::Trigger => Ok(Done::output(attempt.input.clone())),
         NodeKind::Transform => match (config.get("template"), config.get("script")) {
             (Some(template), _) => Ok(Done::output(template.clone())),
-            (None, Some(_)) => Err(fail(
-                "config.script is not supported by this version; use config.template",
+            (None, Some(Value::String(source))) => {
+                // Scripts are CPU work: they run off the async threads, under the node's
+                // deadline as their own.
+                let (source, input) = (source.clone(), attempt.input.clone());
+                let trigger = attempt.scope.get("trigger").cloned().unwrap_or_default();
+                let deadline = node_timeout(config).unwrap_or(DEFAULT_TIMEOUT);
+                let output = tokio::task::spawn_blocking(move || {
+                    crate::script::run(&source, &input, &trigger, deadline)
+                })
+                .await
+                .map_err(|_| fail("the script panicked", false))?
+                .map_err(|message| fail(message, false))?;
+                Ok(Done::output(output))
+            }
+            (None, Some(_)) => Err(fail("config.script must be a string", false)),
+            (None, None) => Err(fail(
+                "a transform node needs config.template or config.script",
                 false,
             )),
-            (None, None) => Err(fail("a transform node needs config.template", false)),
         },
+
         NodeKind::Condition => {
             let held = expr::condition_holds(config, &attempt.scope)
                 .map_err(|e| fail(e.to_string(), false))?;
@@ -122,6 +138,11 @@ async fn execute(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, Node
             None => Err(fail("an action node needs config.connector", false)),
         },
     }
+}
+
+/// The node's own `config.timeout`, when it is a valid number of seconds.
+fn node_timeout(config: &Value) -> Option<Duration> {
+    config.get("timeout").and_then(seconds)
 }
 
 fn seconds(value: &Value) -> Option<Duration> {

@@ -10,36 +10,66 @@ use serde_json::Value;
 
 use crate::support::{free_address, quantumflow, send, terminate, wait_ready};
 
-/// A control plane and two workers on `db`, stopped when dropped.
+/// A control plane and worker processes on `db`, stopped when dropped.
 pub(crate) struct Cluster {
     pub(crate) api: SocketAddr,
+    url: String,
     processes: Vec<Child>,
 }
 
 impl Cluster {
+    /// A control plane and two workers.
     pub(crate) async fn start(db: &TestDb) -> Self {
-        let api = free_address();
-        let spawn = |args: &[&str]| {
-            quantumflow()
-                .args(args)
-                .env("DATABASE_URL", db.url())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let mut server = spawn(&["serve", "--listen", &api.to_string()]);
-        wait_ready(&mut server, api).await;
-        let workers = (0..2).map(|_| spawn(&["worker", "--concurrency", "4"]));
-        let processes = std::iter::once(server).chain(workers).collect();
-        Self { api, processes }
+        Self::with_workers(db, 2).await
     }
+
+    /// A control plane and `workers` workers.
+    pub(crate) async fn with_workers(db: &TestDb, workers: usize) -> Self {
+        let api = free_address();
+        let url = db.url();
+        let mut server = spawn(&url, &["serve", "--listen", &api.to_string()]);
+        wait_ready(&mut server, api).await;
+        let mut cluster = Self {
+            api,
+            url,
+            processes: vec![server],
+        };
+        for _ in 0..workers {
+            cluster.add_worker();
+        }
+        cluster
+    }
+
+    /// Starts one more worker; returns its index for [`Cluster::kill`].
+    pub(crate) fn add_worker(&mut self) -> usize {
+        self.processes
+            .push(spawn(&self.url, &["worker", "--concurrency", "4"]));
+        self.processes.len() - 1
+    }
+
+    /// Kills process `index` with SIGKILL: no shutdown, no goodbye to the queue.
+    pub(crate) fn kill(&mut self, index: usize) {
+        self.processes[index].kill().unwrap();
+        self.processes[index].wait().unwrap();
+    }
+}
+
+fn spawn(url: &str, args: &[&str]) -> Child {
+    quantumflow()
+        .args(args)
+        .env("DATABASE_URL", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for child in &mut self.processes {
-            terminate(child);
+            if child.try_wait().ok().flatten().is_none() {
+                terminate(child);
+            }
         }
     }
 }
@@ -58,7 +88,12 @@ pub(crate) async fn admin(db: &TestDb) {
 
 /// Polls an execution until it has ended.
 pub(crate) async fn finished(api: SocketAddr, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    finished_within(api, id, Duration::from_secs(60)).await
+}
+
+/// Polls an execution until it has ended, for at most `limit`.
+pub(crate) async fn finished_within(api: SocketAddr, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         let (status, execution) =
             send(api, "GET", &format!("/api/v1/executions/{id}"), &[], None).await;

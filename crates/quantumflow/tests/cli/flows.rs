@@ -9,7 +9,7 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::cluster::{Cluster, admin, create_workflow, execute, finished, run};
+use crate::cluster::{Cluster, admin, create_workflow, execute, finished, finished_within, run};
 use crate::receiver::Receiver;
 
 async fn cluster(db: &TestDb) -> Cluster {
@@ -447,4 +447,163 @@ async fn two_hundred_concurrent_executions_keep_the_counters_exact() {
         .await
         .unwrap();
     assert_eq!(rows, 400);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    // The first request hangs long enough for its worker to be killed; later ones answer.
+    let receiver = Receiver::start_with(Arc::new(|_, seen| {
+        (
+            200,
+            if seen == 0 {
+                Duration::from_secs(300)
+            } else {
+                Duration::ZERO
+            },
+        )
+    }))
+    .await;
+    let mut cluster = Cluster::with_workers(&db, 1).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "call", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/hang", receiver.address), "timeout": 600}},
+        {"name": "after", "type": "transform", "config": {"template": {"done": true}}}
+    ]);
+    let edges =
+        json!([{"source": "start", "target": "call"}, {"source": "call", "target": "after"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+    let execution_id = execute(cluster.api, &id, &json!({})).await;
+
+    // Kill the only worker while the node is in flight, then bring up a new one.
+    let in_flight = async {
+        while receiver.received().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("the node started");
+    cluster.kill(1);
+    cluster.add_worker();
+
+    // The dead worker's job is handed on once it has missed its heartbeats (about 60 to 75 s).
+    let execution = finished_within(cluster.api, &execution_id, Duration::from_secs(120)).await;
+    let (_, counters) = crate::support::send(
+        cluster.api,
+        "GET",
+        &format!("/api/v1/workflows/{id}"),
+        &[],
+        None,
+    )
+    .await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM node_runs WHERE execution_id = $1::uuid")
+            .bind(&execution_id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(
+        run(&execution, "call")["retry_count"],
+        1,
+        "the killed attempt counts"
+    );
+    assert_eq!(rows, 3);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].idempotency_key, received[1].idempotency_key);
+    assert_eq!(
+        (
+            counters["total_executions"].clone(),
+            counters["successful_executions"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn scripts_and_slack_messages_run_from_the_snapshot() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(200).await;
+    let cluster = cluster(&db).await;
+    let owner = quantumflow_storage::users::find_by_login(db.pool(), "admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let slack = quantumflow_storage::connectors::insert(
+        db.pool(),
+        &quantumflow_storage::connectors::NewConnector {
+            name: "Slack",
+            kind: "slack",
+            description: None,
+            config: &json!({}),
+            credentials: &json!({"webhook_url": format!("http://{}/slack", receiver.address)}),
+            is_active: true,
+            test_status: None,
+            owner_id: owner.id,
+        },
+    )
+    .await
+    .unwrap();
+    let nodes = json!([
+        {"name": "signup", "type": "trigger"},
+        {"name": "compose", "type": "transform", "config": {"script":
+            "let output = #{ text: `New user: ${input.username} (${input.email})`, n: input.seats * 2 };"}},
+        {"name": "post", "type": "action", "config": {"connector": "slack", "connector_id": slack.id,
+                                                      "channel": "#signups", "message": "{{input.text}}"}}
+    ]);
+    let edges =
+        json!([{"source": "signup", "target": "compose"}, {"source": "compose", "target": "post"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let input = json!({"username": "ada", "email": "ada@example.com", "seats": 21});
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &input).await).await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(
+        run(&execution, "compose")["output_data"],
+        json!({"text": "New user: ada (ada@example.com)", "n": 42})
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/slack");
+    assert_eq!(
+        received[0].body,
+        json!({"text": "New user: ada (ada@example.com)", "channel": "#signups"})
+    );
+}
+
+#[tokio::test]
+async fn continue_lets_other_branches_finish_and_still_fails_the_execution() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(400).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "bad", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/bad", receiver.address)}},
+        {"name": "good", "type": "transform", "config": {"template": {"ok": true}}},
+        {"name": "after_good", "type": "transform", "config": {"template": {"still": "{{input.ok}}"}}}
+    ]);
+    let edges = json!([
+        {"source": "start", "target": "bad"},
+        {"source": "start", "target": "good"},
+        {"source": "good", "target": "after_good"}
+    ]);
+    let settings = json!({"error_handling": "continue"});
+    let id = create_workflow(cluster.api, &workflow(settings, nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    assert_eq!(run(&execution, "bad")["status"], "failed");
+    assert_eq!(run(&execution, "after_good")["status"], "success");
+    assert_eq!(
+        run(&execution, "after_good")["output_data"],
+        json!({"still": true})
+    );
 }
