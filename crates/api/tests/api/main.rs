@@ -4,4 +4,5 @@
 mod executions;
 mod health;
 mod support;
+mod triggers;
 mod workflows;

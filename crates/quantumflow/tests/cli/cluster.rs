@@ -47,6 +47,11 @@ impl Cluster {
         self.processes.len() - 1
     }
 
+    /// Stops process `index` with SIGTERM and returns how it exited.
+    pub(crate) fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        terminate(&mut self.processes[index])
+    }
+
     /// Kills process `index` with SIGKILL: no shutdown, no goodbye to the queue.
     pub(crate) fn kill(&mut self, index: usize) {
         self.processes[index].kill().unwrap();

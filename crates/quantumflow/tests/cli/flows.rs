@@ -607,3 +607,50 @@ async fn continue_lets_other_branches_finish_and_still_fails_the_execution() {
         json!({"still": true})
     );
 }
+
+// Several threads: waiting for the worker to exit blocks this one, and the receiver must keep
+// answering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_worker_finish_its_node_before_it_exits() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let receiver = Receiver::start_with(Arc::new(|_, _| (200, Duration::from_secs(2)))).await;
+    let mut cluster = Cluster::with_workers(&db, 1).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "call", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/slow", receiver.address)}},
+        {"name": "after", "type": "transform", "config": {"template": {"done": true}}}
+    ]);
+    let edges =
+        json!([{"source": "start", "target": "call"}, {"source": "call", "target": "after"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+    let execution_id = execute(cluster.api, &id, &json!({})).await;
+    let in_flight = async {
+        while receiver.received().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("the node started");
+
+    let exit = cluster.terminate(1);
+    let call: (String, i32) =
+        sqlx::query_as("SELECT status, retry_count FROM node_runs WHERE execution_id = $1::uuid AND node_name = 'call'")
+            .bind(&execution_id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    cluster.add_worker();
+    let execution = finished(cluster.api, &execution_id).await;
+
+    assert!(exit.success(), "{exit}");
+    assert_eq!(
+        call,
+        ("success".to_owned(), 0),
+        "the node in flight was finished before exit"
+    );
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(receiver.received().len(), 1, "the node ran twice");
+}

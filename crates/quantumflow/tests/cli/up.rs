@@ -3,6 +3,9 @@
 use std::process::Stdio;
 
 use quantumflow_testkit::TestDb;
+use serde_json::json;
+
+use crate::cluster::{create_workflow, execute, finished};
 
 use crate::support::{
     free_address, get, quantumflow, run, scratch_dir, stderr, stdout, terminate, wait_ready,
@@ -77,6 +80,20 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
         .unwrap();
     wait_ready(&mut child, address).await;
     let ready = get(address, "/readyz").await;
+    // The workers inside `up` run what the control plane accepts.
+    let seeded = run(quantumflow().arg("seed").env("DATABASE_URL", &url));
+    let document = json!({
+        "name": "up runs nodes", "status": "active", "trigger_config": {"type": "manual"},
+        "nodes": [{"name": "start", "type": "trigger"},
+                  {"name": "shout", "type": "transform", "config": {"template": "{{ input.word | upper }}"}}],
+        "edges": [{"source": "start", "target": "shout"}]
+    });
+    let workflow = create_workflow(address, &document).await;
+    let execution = finished(
+        address,
+        &execute(address, &workflow, &json!({"word": "hi"})).await,
+    )
+    .await;
     let status = terminate(&mut child);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
@@ -88,5 +105,8 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     let (code, body) = ready.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("\"status\":\"ready\""), "{body}");
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(execution["output_data"], json!("HI"));
     assert!(status.success(), "{status}");
 }

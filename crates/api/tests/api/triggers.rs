@@ -1,0 +1,201 @@
+//! Triggers: what one accepted webhook or API call writes, and what a refused one does not.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use quantumflow_testkit::TestDb;
+use serde_json::{Value, json};
+
+use crate::support::{admin, create_workflow, get, post_json, post_raw, problem_detail, send};
+
+/// Rows of each kind in the database: executions, node runs, queued jobs, and the workflow's
+/// total.
+async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM node_runs), \
+                (SELECT count(*) FROM apalis.jobs), \
+                (SELECT coalesce(sum(total_executions), 0)::int8 FROM workflows)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_writes_the_execution_its_node_runs_and_the_first_job_together() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let request = Request::post("/webhook/signup?source=site")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("authorization", "Bearer not-for-the-record")
+        .header("x-request-id", "r-1")
+        .body(Body::from(
+            r#"{"username": "ada", "id": 123456789012345678901234567890}"#,
+        ))
+        .unwrap();
+
+    let accepted = send(&db, request).await;
+
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let id = accepted.body["execution_id"].as_str().unwrap();
+    assert_eq!(
+        accepted.header(header::LOCATION),
+        Some(&*format!("/api/v1/executions/{id}"))
+    );
+    assert_eq!(counts(&db).await, (1, 4, 1, 1));
+    let execution = send(&db, get(&format!("/api/v1/executions/{id}")))
+        .await
+        .body;
+    assert_eq!(execution["status"], "running");
+    assert_eq!(execution["trigger_type"], "webhook");
+    assert_eq!(execution["workflow_id"], workflow["id"]);
+    assert_eq!(
+        execution["trigger_data"]["query"],
+        json!({"source": "site"})
+    );
+    assert_eq!(execution["trigger_data"]["headers"]["x-request-id"], "r-1");
+    assert!(
+        execution["trigger_data"]["headers"]
+            .get("authorization")
+            .is_none()
+    );
+    assert_eq!(
+        execution["input_data"]["id"].to_string(),
+        "123456789012345678901234567890"
+    );
+    let trigger = execution["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node_name"] == "signup")
+        .unwrap();
+    assert_eq!(trigger["status"], "success");
+    assert_eq!(trigger["output_data"], execution["input_data"]);
+}
+
+/// The stored input of the execution a trigger answered with.
+async fn input_of(db: &TestDb, accepted: &crate::support::Response) -> Value {
+    let id = accepted.body["execution_id"].as_str().unwrap();
+    sqlx::query_scalar("SELECT input_data FROM executions WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn form_and_text_bodies_are_recorded_as_they_came() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+
+    let form = send(
+        &db,
+        post_raw(
+            "/webhook/signup",
+            "application/x-www-form-urlencoded",
+            "name=Ada+L&x=%21",
+        ),
+    )
+    .await;
+    let text = send(&db, post_raw("/webhook/signup", "text/plain", "hello")).await;
+    let empty = send(&db, post_raw("/webhook/signup", "application/json", "")).await;
+
+    assert_eq!(
+        input_of(&db, &form).await,
+        json!({"name": "Ada L", "x": "!"})
+    );
+    assert_eq!(input_of(&db, &text).await, json!("hello"));
+    assert_eq!(input_of(&db, &empty).await, json!({}));
+}
+
+#[tokio::test]
+async fn invalid_json_is_refused_and_nothing_is_written() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+
+    let refused = send(
+        &db,
+        post_raw("/webhook/signup", "application/json", "{\"a\": "),
+    )
+    .await;
+
+    let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
+    assert!(detail.contains("not valid JSON"), "{detail}");
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_other_methods_405_with_allow() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+
+    let missing = send(&db, post_json("/webhook/nothing-here", &json!({}))).await;
+    let wrong = send(
+        &db,
+        Request::put("/webhook/signup").body(Body::empty()).unwrap(),
+    )
+    .await;
+
+    problem_detail(&missing, StatusCode::NOT_FOUND);
+    problem_detail(&wrong, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.header(header::ALLOW), Some("POST"));
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn paused_workflows_do_not_answer_webhooks_and_cannot_be_executed_by_id() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let id = workflow["id"].as_str().unwrap();
+    sqlx::query("UPDATE workflows SET status = 'paused' WHERE id = $1::uuid")
+        .bind(id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+
+    let webhook = send(&db, post_json("/webhook/signup", &json!({}))).await;
+    let by_id = send(
+        &db,
+        post_json(&format!("/api/v1/workflows/{id}/executions"), &json!({})),
+    )
+    .await;
+
+    problem_detail(&webhook, StatusCode::NOT_FOUND);
+    let detail = problem_detail(&by_id, StatusCode::CONFLICT);
+    assert!(detail.contains("paused"), "{detail}");
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn an_api_call_starts_an_execution_with_its_body_as_input() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let id = workflow["id"].as_str().unwrap();
+
+    let accepted = send(
+        &db,
+        post_json(
+            &format!("/api/v1/workflows/{id}/executions"),
+            &json!({"username": "bob"}),
+        ),
+    )
+    .await;
+
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let execution_id = accepted.body["execution_id"].as_str().unwrap();
+    let execution = send(&db, get(&format!("/api/v1/executions/{execution_id}")))
+        .await
+        .body;
+    assert_eq!(execution["trigger_type"], "api");
+    assert_eq!(execution["input_data"], json!({"username": "bob"}));
+    let shown = send(&db, get(&format!("/api/v1/workflows/{id}")))
+        .await
+        .body;
+    assert_eq!(shown["total_executions"], 1);
+    assert!(shown["last_execution_at"].is_string());
+}
