@@ -212,6 +212,13 @@ impl Attempt {
         self.plan.node(self.index)
     }
 
+    /// How long until the execution's deadline, if it has one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.claim
+            .seconds_left
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    }
+
     /// The `Idempotency-Key` for outgoing requests: the same for every attempt of this node in
     /// this execution, so receivers can recognise a retry.
     pub fn idempotency_key(&self) -> String {
@@ -286,7 +293,7 @@ impl Engine {
             policy,
             scope,
         };
-        if claim.past_deadline {
+        if claim.seconds_left.is_some_and(|left| left <= 0.0) {
             let timeout = plan.settings.timeout.unwrap_or_default();
             let message = format!("the execution timed out after {timeout} s");
             self.time_out(&attempt(json!({}), json!({}), Scope::new()), &message)
@@ -490,6 +497,13 @@ impl Engine {
                 .map_err(|e| PrepareError::Template(format!("config: {e}")))?
         };
         Ok((input, config, scope))
+    }
+
+    /// Fails the execution because its deadline passed while the attempt's node ran.
+    pub async fn expire(&self, attempt: &Attempt) -> Result<(), EngineError> {
+        let timeout = attempt.plan.settings.timeout.unwrap_or_default();
+        let message = format!("the execution timed out after {timeout} s");
+        self.time_out(attempt, &message).await
     }
 
     async fn time_out(&self, attempt: &Attempt, message: &str) -> Result<(), EngineError> {

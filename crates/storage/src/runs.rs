@@ -156,8 +156,9 @@ pub struct Claim {
     pub max_retries: i32,
     /// When this attempt started.
     pub started_at: DateTime<Utc>,
-    /// Whether the execution's deadline has passed.
-    pub past_deadline: bool,
+    /// Seconds until the execution's deadline (negative once it has passed); none without a
+    /// deadline.
+    pub seconds_left: Option<f64>,
     /// How the execution was triggered: method, path, query and headers of a webhook.
     pub trigger_data: Value,
 }
@@ -177,7 +178,7 @@ pub async fn claim(db: impl PgExecutor<'_>, node_run_id: Uuid) -> Result<Option<
           AND e.status = 'running'
         RETURNING r.id, r.execution_id, r.node_id, r.node_name AS "node_name!", r.attempt,
                   r.max_retries, r.started_at AS "started_at!",
-                  coalesce(e.deadline_at < now(), false) AS "past_deadline!",
+                  extract(epoch FROM e.deadline_at - now())::float8 AS seconds_left,
                   e.trigger_data
         "#,
         node_run_id,

@@ -135,14 +135,22 @@ async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxD
         span.record("node.type", attempt.node().kind.as_str());
         span.record("attempt", attempt.claim.attempt);
 
-        let reported = match nodes::run(&attempt, &runtime.http).await {
-            Ok(done) => {
+        // The node's own timeout applies inside `nodes::run`; the execution's deadline may come
+        // sooner, and then the whole execution fails, not just this attempt.
+        let run = nodes::run(&attempt, &runtime.http);
+        let ran = match attempt.time_left() {
+            Some(left) => tokio::time::timeout(left, run).await.ok(),
+            None => Some(run.await),
+        };
+        let reported = match ran {
+            Some(Ok(done)) => {
                 runtime
                     .engine
                     .succeed(&attempt, done.output, done.hold)
                     .await
             }
-            Err(failure) => runtime.engine.fail(&attempt, &failure).await,
+            Some(Err(failure)) => runtime.engine.fail(&attempt, &failure).await,
+            None => runtime.engine.expire(&attempt).await,
         };
         reported?;
         Ok(())

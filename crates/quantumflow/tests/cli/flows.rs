@@ -654,3 +654,57 @@ async fn sigterm_lets_a_worker_finish_its_node_before_it_exits() {
     assert_eq!(execution["status"], "success", "{execution:#}");
     assert_eq!(receiver.received().len(), 1, "the node ran twice");
 }
+
+#[tokio::test]
+async fn an_execution_deadline_stops_a_node_still_running() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start_with(Arc::new(|_, _| (200, Duration::from_secs(20)))).await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "call", "type": "action",
+         "config": {"connector": "http", "url": format!("http://{}/slow", receiver.address), "timeout": 60}}
+    ]);
+    let edges = json!([{"source": "start", "target": "call"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({"timeout": 2}), nodes, edges)).await;
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &json!({})).await).await;
+
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    assert!(
+        execution["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 2 s"),
+        "{execution:#}"
+    );
+    assert!(
+        execution["duration_ms"].as_i64().unwrap() < 10_000,
+        "{execution:#}"
+    );
+}
+
+#[tokio::test]
+async fn mappings_shape_a_nodes_input_and_output() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "greet", "type": "transform",
+         "input_mapping": {"who": "{{input.user.name}}", "id": "{{execution.id}}"},
+         "config": {"template": {"greeting": "hi {{input.who}}", "run": "{{input.id}}"}},
+         "output_mapping": {"message": "{{output.greeting}}", "from": "{{input.who}}"}}
+    ]);
+    let edges = json!([{"source": "start", "target": "greet"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution_id = execute(cluster.api, &id, &json!({"user": {"name": "Ada"}})).await;
+    let execution = finished(cluster.api, &execution_id).await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    let greet = run(&execution, "greet");
+    assert_eq!(
+        greet["output_data"],
+        json!({"message": "hi Ada", "from": "Ada"})
+    );
+}
