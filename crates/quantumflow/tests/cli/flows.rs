@@ -447,6 +447,16 @@ async fn two_hundred_concurrent_executions_keep_the_counters_exact() {
         .await
         .unwrap();
     assert_eq!(rows, 400);
+    // The counters' invariant: every execution started is finished one way or still running.
+    let broken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workflows w WHERE total_executions <> successful_executions \
+         + failed_executions + cancelled_executions + (SELECT count(*) FROM executions e \
+         WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running'))",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(broken, 0);
 }
 
 #[tokio::test]
@@ -706,5 +716,47 @@ async fn mappings_shape_a_nodes_input_and_output() {
     assert_eq!(
         greet["output_data"],
         json!({"message": "hi Ada", "from": "Ada"})
+    );
+}
+
+#[tokio::test]
+async fn a_delay_holds_its_successor_back_through_the_queue() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "wait", "type": "delay", "config": {"seconds": 2}},
+        {"name": "after", "type": "transform",
+         "config": {"template": {"passed": "{{input.x}}", "from_start": "{{nodes.start.output.x}}"}}}
+    ]);
+    let edges =
+        json!([{"source": "start", "target": "wait"}, {"source": "wait", "target": "after"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution_id = execute(cluster.api, &id, &json!({"x": 5})).await;
+    let execution = finished(cluster.api, &execution_id).await;
+    let waited: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM a.started_at - w.completed_at)::float8 \
+         FROM node_runs a JOIN node_runs w USING (execution_id) \
+         WHERE a.execution_id = $1::uuid AND a.node_name = 'after' AND w.node_name = 'wait'",
+    )
+    .bind(&execution_id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(
+        run(&execution, "after")["output_data"],
+        json!({"passed": 5, "from_start": 5})
+    );
+    // The queue keeps run times in whole seconds, so the wait may be up to a second short.
+    assert!(
+        (1.0..4.0).contains(&waited),
+        "waited {waited} s for a 2 s delay"
+    );
+    assert!(
+        run(&execution, "wait")["duration_ms"].as_i64().unwrap() < 1000,
+        "the delay held a worker slot"
     );
 }
