@@ -488,14 +488,7 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
     let execution_id = execute(cluster.api, &id, &json!({})).await;
 
     // Kill the only worker while the node is in flight, then bring up a new one.
-    let in_flight = async {
-        while receiver.received().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), in_flight)
-        .await
-        .expect("the node started");
+    receiver.wait_for_requests(1).await;
     cluster.kill(1);
     cluster.add_worker();
 
@@ -636,14 +629,7 @@ async fn sigterm_lets_a_worker_finish_its_node_before_it_exits() {
         json!([{"source": "start", "target": "call"}, {"source": "call", "target": "after"}]);
     let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
     let execution_id = execute(cluster.api, &id, &json!({})).await;
-    let in_flight = async {
-        while receiver.received().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), in_flight)
-        .await
-        .expect("the node started");
+    receiver.wait_for_requests(1).await;
 
     let exit = cluster.terminate(1);
     let call: (String, i32) =

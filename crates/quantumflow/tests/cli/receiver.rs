@@ -96,6 +96,19 @@ impl Receiver {
         Self { address, received }
     }
 
+    /// Waits until at least `count` requests have arrived (a node is in flight), for at most
+    /// thirty seconds.
+    pub(crate) async fn wait_for_requests(&self, count: usize) {
+        let arrived = async {
+            while self.received.lock().unwrap().len() < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), arrived)
+            .await
+            .expect("the requests arrived");
+    }
+
     pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
