@@ -27,6 +27,7 @@ impl From<EngineError> for ApiError {
             EngineError::Plan(plan) => Self::Unprocessable(plan.to_string()),
             EngineError::Storage(storage) => storage.into(),
             EngineError::Queue(queue) => Self::Internal(Box::new(queue)),
+            batch @ EngineError::Batch(_) => Self::Internal(Box::new(batch)),
         }
     }
 }

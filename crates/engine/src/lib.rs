@@ -15,21 +15,25 @@
 //! - [`snapshot`]: the frozen workflow an execution runs from.
 //! - this module: starting, claiming, completing.
 
+mod completer;
 pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quantumflow_domain::expr::{self, ExprError, Scope};
 use quantumflow_domain::progress::{self, Fate, NodeState, Outcome, Progress};
 use quantumflow_domain::{EdgeKind, ErrorHandling, NodeKind, RetryPolicy};
 use quantumflow_queue::{NodeRunJob, QueueError};
-use quantumflow_storage::runs::{self, AttemptResult, Claim, PlannedRun, StartedExecution};
+use quantumflow_storage::runs::{
+    self, AttemptResult, Claim, Decided, PlannedRun, StartedExecution, Target,
+};
 use quantumflow_storage::workflows::WorkflowDocument;
 use quantumflow_storage::{PgPool, StorageError};
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use snapshot::{Plan, PlanError, Snapshot};
@@ -49,6 +53,9 @@ pub enum EngineError {
     /// Jobs could not be queued.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The transaction that was to record this result with others failed.
+    #[error("recording a batch of node results failed: {0}")]
+    Batch(String),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -200,6 +207,11 @@ pub struct Attempt {
     pub config: Value,
     /// The node's retry policy.
     pub policy: RetryPolicy,
+    /// The node run whose queue job this attempt runs under: its own, or the one that started
+    /// the chain it continues.
+    pub carrier: Uuid,
+    /// When the execution times out, on this process's clock.
+    pub deadline: Option<Instant>,
     /// Everything the node's templates could see: `input`, `execution`, `workflow`, `trigger`
     /// (the request that started the execution), and `nodes` and `secrets` when the node uses
     /// them.
@@ -214,9 +226,8 @@ impl Attempt {
 
     /// How long until the execution's deadline, if it has one.
     pub fn time_left(&self) -> Option<Duration> {
-        self.claim
-            .seconds_left
-            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// The `Idempotency-Key` for outgoing requests: the same for every attempt of this node in
@@ -249,12 +260,15 @@ pub struct NodeFailure {
 pub struct Engine {
     pool: PgPool,
     plans: Mutex<HashMap<Uuid, Arc<Plan>>>,
+    completions: mpsc::Sender<completer::Request>,
 }
 
 impl Engine {
-    /// An engine on `pool`.
+    /// An engine on `pool`. It starts a task that records successes in batches, so it must be
+    /// created inside a Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
         Self {
+            completions: completer::spawn(pool.clone()),
             pool,
             plans: Mutex::new(HashMap::new()),
         }
@@ -283,6 +297,9 @@ impl Engine {
             .settings
             .retry_policy_for(&node.config)
             .unwrap_or(plan.settings.retry_policy);
+        let deadline = claim
+            .seconds_left
+            .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
 
         let attempt = |input: Value, config: Value, scope: Scope| Attempt {
             claim: claim.clone(),
@@ -291,6 +308,8 @@ impl Engine {
             input,
             config,
             policy,
+            carrier: job.node_run_id,
+            deadline,
             scope,
         };
         if claim.seconds_left.is_some_and(|left| left <= 0.0) {
@@ -316,7 +335,7 @@ impl Engine {
             return Ok(Begin::Nothing);
         }
 
-        match self.prepare(&plan, index, &claim).await {
+        match self.prepare(&plan, index, &claim, None).await {
             Ok((input, config, scope)) => Ok(Begin::Run(Box::new(attempt(input, config, scope)))),
             // The database failing is not the node's fault: the job is delivered again.
             Err(PrepareError::Storage(err)) => Err(err.into()),
@@ -329,12 +348,15 @@ impl Engine {
     }
 
     /// Records a successful attempt. `hold` delays the successors' jobs (a delay node).
+    ///
+    /// Returns the successor this worker should run next, already claimed, when one became
+    /// ready: a chain of nodes runs on one worker without a queue job per node.
     pub async fn succeed(
         &self,
         attempt: &Attempt,
         output: Value,
         hold: Option<Duration>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Box<Attempt>>, EngineError> {
         let node = attempt.node();
         let output = if is_empty(&node.output_mapping) {
             output
@@ -346,11 +368,130 @@ impl Engine {
                 Ok(mapped) => mapped,
                 Err(err) => {
                     let message = format!("output_mapping: {err}");
-                    return self.finish(attempt, Err(&message), None).await;
+                    self.finish(attempt, Err(&message), None).await?;
+                    return Ok(None);
                 }
             }
         };
-        self.finish(attempt, Ok(&output), hold).await
+        if hold.is_some() {
+            // Delayed successors are queued with a run time; nothing continues here.
+            self.finish(attempt, Ok(&output), hold).await?;
+            return Ok(None);
+        }
+        let plan = &attempt.plan;
+        let scope = Scope::new()
+            .with("output", output.clone())
+            .with("input", attempt.input.clone());
+        let Ok(decided) = decide(plan, attempt.index, Outcome::Succeeded, &scope) else {
+            // A condition that cannot be evaluated fails the node; that path records it.
+            self.finish(attempt, Ok(&output), None).await?;
+            return Ok(None);
+        };
+
+        let mut decisions: Vec<(usize, i32, i32)> = Vec::new();
+        for (target, fired) in decided {
+            match decisions.iter_mut().find(|d| d.0 == target) {
+                Some(d) => {
+                    d.1 += 1;
+                    d.2 += i32::from(fired);
+                }
+                None => decisions.push((target, 1, i32::from(fired))),
+            }
+        }
+        let next = decisions
+            .iter()
+            .find(|&&(target, _, fired)| fired > 0 && plan.node(target).is_enabled)
+            .map(|d| d.0);
+
+        let (reply, answer) = oneshot::channel();
+        let request = completer::Request {
+            plan: Arc::clone(plan),
+            run_id: attempt.claim.id,
+            attempt: attempt.claim.attempt,
+            execution_id: attempt.claim.execution_id,
+            carrier: attempt.carrier,
+            input: attempt.input.clone(),
+            output: output.clone(),
+            decisions,
+            next,
+            reply,
+        };
+        self.completions
+            .send(request)
+            .await
+            .map_err(|_| EngineError::Batch("the completer stopped".into()))?;
+        let reply = answer
+            .await
+            .map_err(|_| EngineError::Batch("the completer dropped the result".into()))??;
+        match reply {
+            completer::Reply::Stale => {
+                tracing::info!("stale attempt; its result was discarded");
+                Ok(None)
+            }
+            completer::Reply::Recorded(None) => Ok(None),
+            completer::Reply::Recorded(Some(target)) => {
+                self.resume(attempt, &target, &output).await
+            }
+        }
+    }
+
+    /// Prepares the successor `target` that finishing `previous` claimed for this worker.
+    async fn resume(
+        &self,
+        previous: &Attempt,
+        target: &Target,
+        previous_output: &Value,
+    ) -> Result<Option<Box<Attempt>>, EngineError> {
+        let plan = &previous.plan;
+        let Some(index) = plan.index_of(target.node_id) else {
+            return Err(PlanError::Unreadable(format!(
+                "no node {} in the snapshot",
+                target.node_id
+            ))
+            .into());
+        };
+        let node = plan.node(index);
+        let policy = plan
+            .settings
+            .retry_policy_for(&node.config)
+            .unwrap_or(plan.settings.retry_policy);
+        let claim = Claim {
+            id: target.id,
+            execution_id: target.execution_id,
+            node_id: target.node_id,
+            node_name: node.name.clone(),
+            attempt: target.attempt,
+            max_retries: policy.max_retries.min(i32::MAX as u32) as i32,
+            started_at: target.started_at.unwrap_or_else(chrono::Utc::now),
+            seconds_left: previous.time_left().map(|d| d.as_secs_f64()),
+            trigger_data: previous.claim.trigger_data.clone(),
+        };
+        let attempt = |input: Value, config: Value, scope: Scope| Attempt {
+            claim: claim.clone(),
+            plan: Arc::clone(plan),
+            index,
+            input,
+            config,
+            policy,
+            carrier: previous.carrier,
+            deadline: previous.deadline,
+            scope,
+        };
+        if previous.time_left().is_some_and(|left| left.is_zero()) {
+            self.expire(&attempt(json!({}), json!({}), Scope::new()))
+                .await?;
+            return Ok(None);
+        }
+        let known = (previous.index, previous_output);
+        match self.prepare(plan, index, &claim, Some(known)).await {
+            Ok((input, config, scope)) => Ok(Some(Box::new(attempt(input, config, scope)))),
+            Err(PrepareError::Storage(err)) => Err(err.into()),
+            Err(err) => {
+                let failed = attempt(json!({}), json!({}), Scope::new());
+                self.finish(&failed, Err(&err.to_string()), None).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Records a failed attempt: retried later if the policy allows, failed for good otherwise.
@@ -408,11 +549,23 @@ impl Engine {
         plan: &Plan,
         index: usize,
         claim: &Claim,
+        known: Option<(usize, &Value)>,
     ) -> Result<(Value, Value, Scope), PrepareError> {
         let node = plan.node(index);
         let incoming: Vec<_> = plan.graph.incoming(index).copied().collect();
         let sources: Vec<Uuid> = incoming.iter().map(|e| plan.node(e.source).id).collect();
-        let results = runs::results(&self.pool, claim.execution_id, &sources).await?;
+        // A node continuing a chain from its only predecessor already has that one's output.
+        let results = match known {
+            Some((source, output)) if incoming.iter().all(|e| e.source == source) => {
+                vec![runs::PriorResult {
+                    node_id: plan.node(source).id,
+                    status: "success".to_owned(),
+                    output_data: output.clone(),
+                    error_message: None,
+                }]
+            }
+            _ => runs::results(&self.pool, claim.execution_id, &sources).await?,
+        };
         let by_node: HashMap<Uuid, &runs::PriorResult> =
             results.iter().map(|r| (r.node_id, r)).collect();
 
@@ -595,9 +748,7 @@ impl Engine {
             let reason = format!("cancelled: node {:?} failed", node.name);
             finished += runs::cancel_unstarted(&mut *tx, execution_id, &reason).await?;
         } else {
-            finished += self
-                .propagate(&mut tx, attempt, decisions, hold, &mut jobs)
-                .await?;
+            finished += propagate(&mut tx, plan, execution_id, decisions, hold, &mut jobs).await?;
         }
         quantumflow_queue::push_node_runs(&mut tx, &jobs).await?;
         let due_later = jobs
@@ -609,20 +760,14 @@ impl Engine {
         let (remaining, any_unhandled) =
             runs::settle(&mut *tx, execution_id, finished, unhandled).await?;
         if remaining == 0 {
-            let status = if any_unhandled { "failed" } else { "success" };
-            let outputs = runs::outputs(&mut *tx, execution_id).await?;
-            let output = execution_output(plan, outputs);
             let message = if unhandled {
                 error
                     .as_ref()
                     .map(|e| format!("node {:?} failed: {e}", node.name))
-            } else if any_unhandled {
-                Some("a node failed without an error edge to handle it".to_owned())
             } else {
                 None
             };
-            runs::finish_execution(&mut tx, execution_id, status, &output, message.as_deref())
-                .await?;
+            close_if_done(&mut tx, plan, execution_id, any_unhandled, message).await?;
         }
         tx.commit().await?;
         if let Some(delay) = due_later {
@@ -644,80 +789,114 @@ impl Engine {
             }
         });
     }
+}
 
-    /// Applies edge decisions to the successors' counters, skipping and queueing as they
-    /// become decided. Returns how many runs were skipped.
-    async fn propagate(
-        &self,
-        tx: &mut PgConnection,
-        attempt: &Attempt,
-        mut decisions: Vec<(usize, bool)>,
-        hold: Option<Duration>,
-        jobs: &mut Vec<(NodeRunJob, Duration)>,
-    ) -> Result<i32, EngineError> {
-        let plan = &attempt.plan;
-        let execution_id = attempt.claim.execution_id;
-        let mut skipped_total = 0;
-        let mut first = true;
-        while !decisions.is_empty() {
-            let mut per_target: HashMap<usize, (i32, i32)> = HashMap::new();
-            for (target, fired) in decisions.drain(..) {
-                let entry = per_target.entry(target).or_default();
-                entry.0 += 1;
-                entry.1 += i32::from(fired);
-            }
-            let targets: Vec<usize> = per_target.keys().copied().collect();
-            let node_ids: Vec<Uuid> = targets.iter().map(|&t| plan.node(t).id).collect();
-            let decided: Vec<i32> = targets.iter().map(|t| per_target[t].0).collect();
-            let fired: Vec<i32> = targets.iter().map(|t| per_target[t].1).collect();
-            let rows =
-                runs::decide_edges(&mut *tx, execution_id, &node_ids, &decided, &fired).await?;
+/// Applies edge decisions to the successors' counters, skipping and queueing as they become
+/// decided. Returns how many runs were skipped.
+async fn propagate(
+    tx: &mut PgConnection,
+    plan: &Plan,
+    execution_id: Uuid,
+    decisions: Vec<(usize, bool)>,
+    hold: Option<Duration>,
+    jobs: &mut Vec<(NodeRunJob, Duration)>,
+) -> Result<i32, EngineError> {
+    let rows = decide_edges(tx, plan, execution_id, decisions).await?;
+    cascade(tx, plan, execution_id, rows, hold, jobs).await
+}
 
-            let mut to_skip = Vec::new();
-            for row in rows
-                .iter()
-                .filter(|r| r.undecided_edges == 0 && r.status == "pending")
+/// Acts on successors whose incoming edges are all decided: queues those that run (after
+/// `hold`, for the first round only: what a delay node unblocks later runs at once) and skips
+/// the others, deciding their own successors' edges in turn. Returns how many were skipped.
+pub(crate) async fn cascade(
+    tx: &mut PgConnection,
+    plan: &Plan,
+    execution_id: Uuid,
+    mut rows: Vec<Decided>,
+    hold: Option<Duration>,
+    jobs: &mut Vec<(NodeRunJob, Duration)>,
+) -> Result<i32, EngineError> {
+    let mut skipped_total = 0;
+    let mut delay = hold.unwrap_or_default();
+    loop {
+        let mut to_skip = Vec::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.undecided_edges == 0 && r.status == "pending")
+        {
+            let Some(index) = plan.index_of(row.node_id) else {
+                continue;
+            };
+            match progress::fate_when_decided(row.fired_edges as usize, plan.node(index).is_enabled)
             {
-                let Some(index) = plan.index_of(row.node_id) else {
-                    continue;
-                };
-                match progress::fate_when_decided(
-                    row.fired_edges as usize,
-                    plan.node(index).is_enabled,
-                ) {
-                    Fate::Run => {
-                        // Only the delay node's own successors wait; what they unblock later
-                        // runs at once.
-                        let delay = if first {
-                            hold.unwrap_or_default()
-                        } else {
-                            Duration::ZERO
-                        };
-                        jobs.push((
-                            NodeRunJob {
-                                execution_id,
-                                node_run_id: row.id,
-                            },
-                            delay,
-                        ));
-                    }
-                    Fate::Skip => to_skip.push(row.node_id),
-                }
-            }
-            first = false;
-            if to_skip.is_empty() {
-                break;
-            }
-            let skipped = runs::skip(&mut *tx, execution_id, &to_skip, None).await?;
-            skipped_total += skipped.len() as i32;
-            for id in skipped {
-                if let Some(index) = plan.index_of(id) {
-                    decisions.extend(plan.graph.outgoing(index).map(|e| (e.target, false)));
-                }
+                Fate::Run => jobs.push((
+                    NodeRunJob {
+                        execution_id,
+                        node_run_id: row.id,
+                    },
+                    delay,
+                )),
+                Fate::Skip => to_skip.push(row.node_id),
             }
         }
-        Ok(skipped_total)
+        delay = Duration::ZERO;
+        if to_skip.is_empty() {
+            return Ok(skipped_total);
+        }
+        let skipped = runs::skip(&mut *tx, execution_id, &to_skip, None).await?;
+        skipped_total += skipped.len() as i32;
+        let decisions: Vec<(usize, bool)> = skipped
+            .iter()
+            .filter_map(|id| plan.index_of(*id))
+            .flat_map(|index| plan.graph.outgoing(index).map(|e| (e.target, false)))
+            .collect();
+        if decisions.is_empty() {
+            return Ok(skipped_total);
+        }
+        rows = decide_edges(tx, plan, execution_id, decisions).await?;
     }
+}
+
+/// Counts decided edges on their targets, (target, fired) each.
+async fn decide_edges(
+    tx: &mut PgConnection,
+    plan: &Plan,
+    execution_id: Uuid,
+    decisions: Vec<(usize, bool)>,
+) -> Result<Vec<Decided>, EngineError> {
+    let mut per_target: Vec<(usize, i32, i32)> = Vec::new();
+    for (target, fired) in decisions {
+        match per_target.iter_mut().find(|t| t.0 == target) {
+            Some(t) => {
+                t.1 += 1;
+                t.2 += i32::from(fired);
+            }
+            None => per_target.push((target, 1, i32::from(fired))),
+        }
+    }
+    let node_ids: Vec<Uuid> = per_target.iter().map(|t| plan.node(t.0).id).collect();
+    let decided: Vec<i32> = per_target.iter().map(|t| t.1).collect();
+    let fired: Vec<i32> = per_target.iter().map(|t| t.2).collect();
+    Ok(runs::decide_edges(&mut *tx, execution_id, &node_ids, &decided, &fired).await?)
+}
+
+/// Ends an execution none of whose runs remain: failed if a failure went unhandled (with
+/// `message`, or a general one), successful otherwise, with its final nodes' outputs.
+pub(crate) async fn close_if_done(
+    tx: &mut PgConnection,
+    plan: &Plan,
+    execution_id: Uuid,
+    any_unhandled: bool,
+    message: Option<String>,
+) -> Result<(), EngineError> {
+    let status = if any_unhandled { "failed" } else { "success" };
+    let outputs = runs::outputs(&mut *tx, execution_id).await?;
+    let output = execution_output(plan, outputs);
+    let message = message.or_else(|| {
+        any_unhandled.then(|| "a node failed without an error edge to handle it".to_owned())
+    });
+    runs::finish_execution(tx, execution_id, status, &output, message.as_deref()).await?;
+    Ok(())
 }
 
 /// The outgoing edges of `index` after it ended with `outcome`: (target, fired).

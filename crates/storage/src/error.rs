@@ -95,3 +95,14 @@ impl StorageError {
         }
     }
 }
+
+impl StorageError {
+    /// Whether the transaction lost a race with another one (a deadlock or a serialization
+    /// failure) and would likely succeed if run again.
+    pub fn is_conflict(&self) -> bool {
+        let Self::Other(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        matches!(db.code().as_deref(), Some("40P01" | "40001"))
+    }
+}

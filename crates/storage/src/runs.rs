@@ -163,16 +163,21 @@ pub struct Claim {
     pub trigger_data: Value,
 }
 
-/// Claims a pending (or abandoned running) node run of a running execution for a new attempt.
-/// `None` when there is nothing to do: the run or its execution already ended.
-pub async fn claim(db: impl PgExecutor<'_>, node_run_id: Uuid) -> Result<Option<Claim>> {
+/// Claims the node run that the queue job for `job_run_id` carries, for a new attempt: the run
+/// itself, or the unfinished run of the chain it started (see [`complete`]). `None` when there
+/// is nothing to do: the runs ended, or their execution did.
+pub async fn claim(db: impl PgExecutor<'_>, job_run_id: Uuid) -> Result<Option<Claim>> {
     let claim = sqlx::query_as!(
         Claim,
         r#"
         UPDATE node_runs AS r
-        SET status = 'running', attempt = r.attempt + 1, started_at = now()
+        SET status = 'running', attempt = r.attempt + 1, started_at = now(), carrier_id = $1
         FROM executions AS e
-        WHERE r.id = $1
+        WHERE r.id = (
+                SELECT c.id FROM node_runs AS c
+                WHERE (c.id = $1 OR c.carrier_id = $1) AND c.status IN ('pending', 'running')
+                LIMIT 1
+              )
           AND e.id = r.execution_id
           AND r.status IN ('pending', 'running')
           AND e.status = 'running'
@@ -181,7 +186,7 @@ pub async fn claim(db: impl PgExecutor<'_>, node_run_id: Uuid) -> Result<Option<
                   extract(epoch FROM e.deadline_at - now())::float8 AS seconds_left,
                   e.trigger_data
         "#,
-        node_run_id,
+        job_run_id,
     )
     .fetch_optional(db)
     .await?;
@@ -240,7 +245,7 @@ pub async fn release_for_retry(
     let done = sqlx::query!(
         r#"
         UPDATE node_runs
-        SET status = 'pending', retry_count = attempt, error_message = $3
+        SET status = 'pending', retry_count = attempt, error_message = $3, carrier_id = NULL
         WHERE id = $1 AND attempt = $2 AND status = 'running'
         "#,
         node_run_id,
@@ -460,4 +465,207 @@ pub async fn outputs(db: impl PgExecutor<'_>, execution_id: Uuid) -> Result<Vec<
         .into_iter()
         .map(|r| (r.node_name, r.output_data))
         .collect())
+}
+
+/// A successful attempt to record in [`complete`].
+#[derive(Debug, Clone)]
+pub struct Success<'a> {
+    /// The node run.
+    pub id: Uuid,
+    /// The attempt that succeeded.
+    pub attempt: i32,
+    /// What the node received.
+    pub input: &'a Value,
+    /// What it produced.
+    pub output: &'a Value,
+}
+
+/// Edges from a succeeded run into one target, decided in [`complete`].
+#[derive(Debug, Clone)]
+pub struct EdgeDecision {
+    /// The run whose success decided the edges.
+    pub source: Uuid,
+    /// The execution both belong to.
+    pub execution_id: Uuid,
+    /// The target node.
+    pub node_id: Uuid,
+    /// How many edges into the target were decided.
+    pub decided: i32,
+    /// How many of them fired.
+    pub fired: i32,
+    /// The queue job the source runs under, when the source's worker will run the target
+    /// itself should it become ready; `None` to leave the target to the queue.
+    pub carrier: Option<Uuid>,
+}
+
+/// What [`complete`] changed.
+#[derive(Debug, Clone, Default)]
+pub struct Completed {
+    /// The runs recorded; the others were stale (a newer attempt owns them, or they ended).
+    pub recorded: Vec<Uuid>,
+    /// The targets' new counters. A target that became ready and was taken by a carrier is
+    /// `running` here, with the new attempt.
+    pub targets: Vec<Target>,
+    /// The executions touched: how many of their runs remain, and whether a failure went
+    /// unhandled.
+    pub executions: Vec<(Uuid, i32, bool)>,
+}
+
+/// A successor's state after [`complete`] decided edges into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The node run.
+    pub id: Uuid,
+    /// Its execution.
+    pub execution_id: Uuid,
+    /// The node.
+    pub node_id: Uuid,
+    /// Incoming edges still undecided.
+    pub undecided_edges: i32,
+    /// Incoming edges that fired.
+    pub fired_edges: i32,
+    /// `running` when a carrier took it, else its status before.
+    pub status: String,
+    /// The attempt a carrier took it for.
+    pub attempt: i32,
+    /// The queue job it now runs under, when a carrier took it.
+    pub carrier_id: Option<Uuid>,
+    /// When the carrier took it.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Records successful attempts of any number of executions in one statement: each run's
+/// result, the edges it decided on its successors, and the executions' remaining counts. A
+/// target that becomes ready with fired edges and a carrier is started in the same statement,
+/// so the worker that finished its predecessor runs it next without a queue job.
+///
+/// Decisions of stale attempts are ignored with them. Decisions into one target from several
+/// sources are summed, so joins count right whatever the batch holds.
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    successes: &[Success<'_>],
+    decisions: &[EdgeDecision],
+) -> Result<Completed> {
+    let ids: Vec<Uuid> = successes.iter().map(|s| s.id).collect();
+    let attempts: Vec<i32> = successes.iter().map(|s| s.attempt).collect();
+    let inputs: Vec<&Value> = successes.iter().map(|s| s.input).collect();
+    let outputs: Vec<&Value> = successes.iter().map(|s| s.output).collect();
+    let sources: Vec<Uuid> = decisions.iter().map(|d| d.source).collect();
+    let executions: Vec<Uuid> = decisions.iter().map(|d| d.execution_id).collect();
+    let targets: Vec<Uuid> = decisions.iter().map(|d| d.node_id).collect();
+    let decided: Vec<i32> = decisions.iter().map(|d| d.decided).collect();
+    let fired: Vec<i32> = decisions.iter().map(|d| d.fired).collect();
+    let carriers: Vec<Option<Uuid>> = decisions.iter().map(|d| d.carrier).collect();
+
+    // `go` is spelled out in each assignment because an UPDATE cannot name an expression over
+    // the row it is changing. Everything in the statement sees the rows as they were before
+    // it, which is why the three tables' changes are independent of each other.
+    let rows = sqlx::query!(
+        r#"
+        WITH done AS (
+            UPDATE node_runs AS r
+            SET status = 'success', input_data = s.input, output_data = s.output,
+                error_message = NULL, retry_count = r.attempt - 1, completed_at = now(),
+                duration_ms = (extract(epoch FROM now() - r.started_at) * 1000)::int
+            FROM UNNEST($1::uuid[], $2::int4[], $3::jsonb[], $4::jsonb[])
+                 AS s(id, attempt, input, output)
+            WHERE r.id = s.id AND r.attempt = s.attempt AND r.status = 'running'
+            RETURNING r.id, r.execution_id
+        ),
+        wanted AS (
+            SELECT d.execution_id, d.node_id, sum(d.decided)::int4 AS decided,
+                   sum(d.fired)::int4 AS fired,
+                   (array_agg(d.carrier ORDER BY d.carrier) FILTER (WHERE d.carrier IS NOT NULL))[1]
+                       AS carrier
+            FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::int4[], $9::int4[], $10::uuid[])
+                 AS d(source, execution_id, node_id, decided, fired, carrier)
+            WHERE d.source IN (SELECT id FROM done)
+            GROUP BY d.execution_id, d.node_id
+        ),
+        decided AS (
+            UPDATE node_runs AS r
+            SET undecided_edges = r.undecided_edges - w.decided,
+                fired_edges = r.fired_edges + w.fired,
+                status = CASE WHEN w.carrier IS NOT NULL AND r.status = 'pending'
+                                   AND r.undecided_edges = w.decided
+                                   AND r.fired_edges + w.fired > 0 AND e.status = 'running'
+                              THEN 'running' ELSE r.status END,
+                attempt = CASE WHEN w.carrier IS NOT NULL AND r.status = 'pending'
+                                    AND r.undecided_edges = w.decided
+                                    AND r.fired_edges + w.fired > 0 AND e.status = 'running'
+                               THEN r.attempt + 1 ELSE r.attempt END,
+                started_at = CASE WHEN w.carrier IS NOT NULL AND r.status = 'pending'
+                                       AND r.undecided_edges = w.decided
+                                       AND r.fired_edges + w.fired > 0 AND e.status = 'running'
+                                  THEN now() ELSE r.started_at END,
+                carrier_id = CASE WHEN w.carrier IS NOT NULL AND r.status = 'pending'
+                                       AND r.undecided_edges = w.decided
+                                       AND r.fired_edges + w.fired > 0 AND e.status = 'running'
+                                  THEN w.carrier ELSE r.carrier_id END
+            FROM wanted AS w
+            JOIN executions AS e ON e.id = w.execution_id
+            WHERE r.execution_id = w.execution_id AND r.node_id = w.node_id
+            RETURNING r.id, r.execution_id, r.node_id, r.undecided_edges, r.fired_edges,
+                      r.status, r.attempt, r.carrier_id, r.started_at
+        ),
+        settled AS (
+            UPDATE executions AS e
+            SET remaining_nodes = e.remaining_nodes - n.count
+            FROM (SELECT execution_id, count(*)::int4 AS count FROM done GROUP BY execution_id)
+                 AS n
+            WHERE e.id = n.execution_id
+            RETURNING e.id, e.remaining_nodes, e.unhandled_failure
+        )
+        SELECT 'done' AS "kind!", id AS "id!", execution_id AS "execution_id!",
+               NULL::uuid AS node_id, NULL::int4 AS undecided_edges, NULL::int4 AS fired_edges,
+               NULL::varchar AS status, NULL::int4 AS attempt, NULL::uuid AS carrier_id,
+               NULL::timestamptz AS started_at, NULL::int4 AS remaining_nodes,
+               NULL::bool AS unhandled_failure
+        FROM done
+        UNION ALL
+        SELECT 'target', id, execution_id, node_id, undecided_edges, fired_edges, status,
+               attempt, carrier_id, started_at, NULL, NULL
+        FROM decided
+        UNION ALL
+        SELECT 'execution', id, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, remaining_nodes,
+               unhandled_failure
+        FROM settled
+        "#,
+        &ids,
+        &attempts,
+        &inputs as &[&Value],
+        &outputs as &[&Value],
+        &sources,
+        &executions,
+        &targets,
+        &decided,
+        &fired,
+        &carriers as &[Option<Uuid>],
+    )
+    .fetch_all(db)
+    .await?;
+
+    let mut completed = Completed::default();
+    for row in rows {
+        match row.kind.as_str() {
+            "done" => completed.recorded.push(row.id),
+            "target" => completed.targets.push(Target {
+                id: row.id,
+                execution_id: row.execution_id,
+                node_id: row.node_id.unwrap_or_default(),
+                undecided_edges: row.undecided_edges.unwrap_or_default(),
+                fired_edges: row.fired_edges.unwrap_or_default(),
+                status: row.status.unwrap_or_default(),
+                attempt: row.attempt.unwrap_or_default(),
+                carrier_id: row.carrier_id,
+                started_at: row.started_at,
+            }),
+            _ => completed.executions.push((
+                row.id,
+                row.remaining_nodes.unwrap_or_default(),
+                row.unhandled_failure.unwrap_or_default(),
+            )),
+        }
+    }
+    Ok(completed)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 // The prelude brings the builder's extension traits (concurrency, parallelize) into scope.
 use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage};
-use quantumflow_engine::{Begin, Engine};
+use quantumflow_engine::{Attempt, Begin, Engine, EngineError};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -114,47 +114,63 @@ pub enum WorkerError {
     Queue(String),
 }
 
-/// One job: claim, run, report. Errors returned here are infrastructure errors (the database
-/// went away); the queue delivers the job again and the claim's attempt fencing keeps that safe.
+/// One job: claim, run, report, and run on whatever successor the report hands back, so a
+/// chain of nodes costs one job. Errors returned here are infrastructure errors (the database
+/// went away); the queue delivers the job again, the claim picks up the chain's unfinished run,
+/// and attempt fencing keeps that safe.
 async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!(
+    let span = node_span(job.execution_id, job.node_run_id);
+    let begun = runtime.engine.begin(&job).instrument(span.clone()).await?;
+    let Begin::Run(mut attempt) = begun else {
+        return Ok(());
+    };
+    let mut span = span;
+    loop {
+        let next = run_attempt(&runtime, &attempt).instrument(span).await?;
+        let Some(next) = next else {
+            return Ok(());
+        };
+        attempt = next;
+        span = node_span(attempt.claim.execution_id, attempt.claim.id);
+    }
+}
+
+fn node_span(execution_id: uuid::Uuid, node_run_id: uuid::Uuid) -> tracing::Span {
+    tracing::info_span!(
         "node_run",
-        execution.id = %job.execution_id,
-        node_run.id = %job.node_run_id,
+        execution.id = %execution_id,
+        node_run.id = %node_run_id,
         node.name = tracing::field::Empty,
         node.r#type = tracing::field::Empty,
         attempt = tracing::field::Empty,
-    );
-    async move {
-        let attempt = match runtime.engine.begin(&job).await? {
-            Begin::Nothing => return Ok(()),
-            Begin::Run(attempt) => attempt,
-        };
-        let span = tracing::Span::current();
-        span.record("node.name", attempt.node().name.as_str());
-        span.record("node.type", attempt.node().kind.as_str());
-        span.record("attempt", attempt.claim.attempt);
+    )
+}
 
-        // The node's own timeout applies inside `nodes::run`; the execution's deadline may come
-        // sooner, and then the whole execution fails, not just this attempt.
-        let run = nodes::run(&attempt, &runtime.http);
-        let ran = match attempt.time_left() {
-            Some(left) => tokio::time::timeout(left, run).await.ok(),
-            None => Some(run.await),
-        };
-        let reported = match ran {
-            Some(Ok(done)) => {
-                runtime
-                    .engine
-                    .succeed(&attempt, done.output, done.hold)
-                    .await
-            }
-            Some(Err(failure)) => runtime.engine.fail(&attempt, &failure).await,
-            None => runtime.engine.expire(&attempt).await,
-        };
-        reported?;
-        Ok(())
+/// Runs one claimed attempt and reports it; returns the successor to run next, if any.
+async fn run_attempt(
+    runtime: &Runtime,
+    attempt: &Attempt,
+) -> Result<Option<Box<Attempt>>, EngineError> {
+    let span = tracing::Span::current();
+    span.record("node.name", attempt.node().name.as_str());
+    span.record("node.type", attempt.node().kind.as_str());
+    span.record("attempt", attempt.claim.attempt);
+
+    // The node's own timeout applies inside `nodes::run`; the execution's deadline may come
+    // sooner, and then the whole execution fails, not just this attempt.
+    let run = nodes::run(attempt, &runtime.http);
+    let ran = match attempt.time_left() {
+        Some(left) => tokio::time::timeout(left, run).await.ok(),
+        None => Some(run.await),
+    };
+    match ran {
+        Some(Ok(done)) => {
+            runtime
+                .engine
+                .succeed(attempt, done.output, done.hold)
+                .await
+        }
+        Some(Err(failure)) => runtime.engine.fail(attempt, &failure).await.map(|()| None),
+        None => runtime.engine.expire(attempt).await.map(|()| None),
     }
-    .instrument(span)
-    .await
 }

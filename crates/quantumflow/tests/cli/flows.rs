@@ -92,6 +92,69 @@ async fn a_fan_out_of_twenty_joins_back_into_one_node() {
 }
 
 #[tokio::test]
+async fn a_chain_runs_under_the_queue_job_that_started_it() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "one", "type": "transform", "config": {"template": {"n": "{{input.n}}"}}},
+        {"name": "two", "type": "transform", "config": {"template": {"n": "{{input.n}}", "two": true}}},
+        {"name": "three", "type": "transform", "config": {"template": {"last": "{{input.n}}"}}}
+    ]);
+    let edges = json!([
+        {"source": "start", "target": "one"},
+        {"source": "one", "target": "two"},
+        {"source": "two", "target": "three"}
+    ]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+
+    let execution = finished(
+        cluster.api,
+        &execute(cluster.api, &id, &json!({"n": 5})).await,
+    )
+    .await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let carriers: Vec<(String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT node_name, carrier_id FROM node_runs \
+         WHERE execution_id = $1::uuid AND node_type <> 'trigger' ORDER BY node_name",
+    )
+    .bind(execution["id"].as_str().unwrap())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let first: Uuid = run(&execution, "one")["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(jobs, 1, "one job for the whole chain");
+    assert_eq!(
+        carriers,
+        [
+            ("one".to_owned(), Some(first)),
+            ("three".to_owned(), Some(first)),
+            ("two".to_owned(), Some(first))
+        ]
+    );
+    assert_eq!(
+        run(&execution, "two")["output_data"],
+        json!({"n": 5, "two": true})
+    );
+    assert_eq!(execution["output_data"], json!({"last": 5}));
+    assert!(
+        ["one", "two", "three"]
+            .iter()
+            .all(|name| run(&execution, name)["duration_ms"].as_i64().is_some()),
+        "{execution:#}"
+    );
+}
+
+#[tokio::test]
 async fn an_untaken_branch_is_skipped_and_the_join_after_it_still_fires() {
     let db = TestDb::new().await;
     let cluster = cluster(&db).await;
@@ -476,14 +539,20 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
     }))
     .await;
     let mut cluster = Cluster::with_workers(&db, 1).await;
+    // `call` follows `prep`, so the worker runs it straight after `prep` without a queue job
+    // of its own: what is recovered is the job that started the chain.
     let nodes = json!([
         {"name": "start", "type": "trigger"},
+        {"name": "prep", "type": "transform", "config": {"template": {"ready": true}}},
         {"name": "call", "type": "action",
          "config": {"connector": "http", "url": format!("http://{}/hang", receiver.address), "timeout": 600}},
         {"name": "after", "type": "transform", "config": {"template": {"done": true}}}
     ]);
-    let edges =
-        json!([{"source": "start", "target": "call"}, {"source": "call", "target": "after"}]);
+    let edges = json!([
+        {"source": "start", "target": "prep"},
+        {"source": "prep", "target": "call"},
+        {"source": "call", "target": "after"}
+    ]);
     let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
     let execution_id = execute(cluster.api, &id, &json!({})).await;
 
@@ -515,7 +584,8 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
         1,
         "the killed attempt counts"
     );
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
+    assert_eq!(run(&execution, "prep")["retry_count"], 0, "prep ran once");
     let received = receiver.received();
     assert_eq!(received.len(), 2);
     assert_eq!(received[0].idempotency_key, received[1].idempotency_key);

@@ -343,6 +343,7 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
     ("node_runs", "attempt", "integer", Some("0")),
     ("node_runs", "undecided_edges", "integer", Some("0")),
     ("node_runs", "fired_edges", "integer", Some("0")),
+    ("node_runs", "carrier_id", "uuid", None),
     ("node_runs", "max_retries", "integer", Some("3")),
     ("node_runs", "started_at", "timestamp with time zone", None),
     (
@@ -613,7 +614,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4]
+        [3, 4, 5]
     );
 }
 
