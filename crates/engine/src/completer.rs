@@ -15,7 +15,7 @@ use quantumflow_queue::NodeRunJob;
 use quantumflow_storage::PgPool;
 use quantumflow_storage::runs::{self, Decided, EdgeDecision, Success, Target};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{EngineError, Plan, cascade, close_if_done};
@@ -58,17 +58,33 @@ pub(crate) enum Reply {
     Recorded(Option<Target>),
 }
 
+/// Batches recorded at once per process. While one batch waits on the database the next one
+/// fills, so a worker's throughput is not one round trip per batch; more would mostly add lock
+/// contention between batches of the same executions' workflows.
+const WRITERS: usize = 2;
+
 /// Starts the completer for `pool`; it stops when every sender is dropped.
 pub(crate) fn spawn(pool: PgPool) -> mpsc::Sender<Request> {
-    let (sender, mut receiver) = mpsc::channel::<Request>(BACKLOG);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let requests = std::mem::take(&mut batch);
-            let outcome = record_with_retries(&pool, &requests).await;
-            answer(requests, outcome);
-        }
-    });
+    let (sender, receiver) = mpsc::channel::<Request>(BACKLOG);
+    let receiver = Arc::new(Mutex::new(receiver));
+    for _ in 0..WRITERS {
+        let pool = pool.clone();
+        let receiver = Arc::clone(&receiver);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            loop {
+                // The lock is held only while taking a batch, so the other writer takes the
+                // next one while this one is recorded.
+                let taken = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+                if taken == 0 {
+                    return;
+                }
+                let requests = std::mem::take(&mut batch);
+                let outcome = record_with_retries(&pool, &requests).await;
+                answer(requests, outcome);
+            }
+        });
+    }
     sender
 }
 
