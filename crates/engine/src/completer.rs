@@ -64,7 +64,7 @@ pub(crate) enum Reply {
 const WRITERS: usize = 2;
 
 /// Starts the completer for `pool`; it stops when every sender is dropped.
-pub(crate) fn spawn(pool: PgPool) -> mpsc::Sender<Request> {
+pub(crate) fn spawn(pool: &PgPool) -> mpsc::Sender<Request> {
     let (sender, receiver) = mpsc::channel::<Request>(BACKLOG);
     let receiver = Arc::new(Mutex::new(receiver));
     for _ in 0..WRITERS {

@@ -268,7 +268,7 @@ impl Engine {
     /// created inside a Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            completions: completer::spawn(pool.clone()),
+            completions: completer::spawn(&pool),
             pool,
             plans: Mutex::new(HashMap::new()),
         }
