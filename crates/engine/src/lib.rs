@@ -494,6 +494,21 @@ impl Engine {
         }
     }
 
+    /// Gives a successor claimed by [`Engine::succeed`] back to the queue without running it,
+    /// for a worker that is shutting down: any worker then runs it, as a first attempt.
+    pub async fn hand_back(&self, attempt: &Attempt) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        if runs::hand_back(&mut *tx, attempt.claim.id, attempt.claim.attempt).await? {
+            let job = NodeRunJob {
+                execution_id: attempt.claim.execution_id,
+                node_run_id: attempt.claim.id,
+            };
+            quantumflow_queue::push_node_runs(&mut tx, &[(job, Duration::ZERO)]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records a failed attempt: retried later if the policy allows, failed for good otherwise.
     pub async fn fail(&self, attempt: &Attempt, failure: &NodeFailure) -> Result<(), EngineError> {
         let number = attempt.claim.attempt.max(1) as u32;

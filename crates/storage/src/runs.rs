@@ -669,3 +669,21 @@ pub async fn complete(
     }
     Ok(completed)
 }
+
+/// Returns a run claimed for attempt `attempt` but not started to the queue's care: it is
+/// pending again, its attempt uncounted, and no longer carried by the job that claimed it.
+/// `false` when that attempt is no longer current.
+pub async fn hand_back(db: impl PgExecutor<'_>, node_run_id: Uuid, attempt: i32) -> Result<bool> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE node_runs
+        SET status = 'pending', attempt = attempt - 1, started_at = NULL, carrier_id = NULL
+        WHERE id = $1 AND attempt = $2 AND status = 'running'
+        "#,
+        node_run_id,
+        attempt,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -10,6 +10,7 @@ pub mod script;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 // The prelude brings the builder's extension traits (concurrency, parallelize) into scope.
@@ -50,6 +51,8 @@ impl Default for WorkerConfig {
 struct Runtime {
     engine: Engine,
     http: reqwest::Client,
+    /// Set once shutdown begins: nodes in flight finish, but chains stop at the next node.
+    draining: AtomicBool,
 }
 
 /// A name unique to this process start: a restarted process must not inherit the identity of
@@ -70,6 +73,7 @@ pub async fn run(
     let runtime = Arc::new(Runtime {
         engine: Engine::new(pool.clone()),
         http,
+        draining: AtomicBool::new(false),
     });
 
     let queue = Config::default()
@@ -86,6 +90,7 @@ pub async fn run(
     let name = worker_name();
     tracing::info!(worker = %name, concurrency = config.concurrency, "worker starting");
 
+    let draining = Arc::clone(&runtime);
     let worker = WorkerBuilder::new(WorkerContext::new(&name))
         .backend(backend)
         .data(runtime)
@@ -95,6 +100,7 @@ pub async fn run(
     worker
         .run_until(async move {
             shutdown.await;
+            draining.draining.store(true, Ordering::SeqCst);
             Ok::<(), std::io::Error>(())
         })
         .await
@@ -130,6 +136,12 @@ async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxD
         let Some(next) = next else {
             return Ok(());
         };
+        if runtime.draining.load(Ordering::SeqCst) {
+            // A chain can be long; the process must exit within its grace period, so the
+            // rest of the chain goes back to the queue for the workers that stay.
+            runtime.engine.hand_back(&next).await?;
+            return Ok(());
+        }
         attempt = next;
         span = node_span(attempt.claim.execution_id, attempt.claim.id);
     }

@@ -702,12 +702,17 @@ async fn sigterm_lets_a_worker_finish_its_node_before_it_exits() {
     receiver.wait_for_requests(1).await;
 
     let exit = cluster.terminate(1);
-    let call: (String, i32) =
-        sqlx::query_as("SELECT status, retry_count FROM node_runs WHERE execution_id = $1::uuid AND node_name = 'call'")
-            .bind(&execution_id)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let state = |name: &'static str| {
+        sqlx::query_as::<_, (String, i32)>(
+            "SELECT status, retry_count FROM node_runs \
+             WHERE execution_id = $1::uuid AND node_name = $2",
+        )
+        .bind(&execution_id)
+        .bind(name)
+        .fetch_one(db.pool())
+    };
+    let call = state("call").await.unwrap();
+    let after = state("after").await.unwrap();
     cluster.add_worker();
     let execution = finished(cluster.api, &execution_id).await;
 
@@ -716,6 +721,11 @@ async fn sigterm_lets_a_worker_finish_its_node_before_it_exits() {
         call,
         ("success".to_owned(), 0),
         "the node in flight was finished before exit"
+    );
+    assert_eq!(
+        after,
+        ("pending".to_owned(), 0),
+        "the rest of the chain was left to the queue"
     );
     assert_eq!(execution["status"], "success", "{execution:#}");
     assert_eq!(receiver.received().len(), 1, "the node ran twice");
