@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use quantumflow_queue::NodeRunJob;
 use quantumflow_storage::PgPool;
-use quantumflow_storage::runs::{self, Decided, EdgeDecision, Success, Target};
+use quantumflow_storage::runs::{self, Decided, EdgeDecision, Finished, Success, Target};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{EngineError, Plan, cascade, close_if_done};
+use crate::{EngineError, Plan, cascade, close};
 
 /// Most results in one transaction: enough to amortise the commit, few enough that one slow
 /// statement does not hold many workers' results.
@@ -224,10 +224,28 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
         })
         .collect();
     finished.sort();
+    let mut counts: Vec<(Uuid, Finished)> = Vec::new();
     for (_, execution_id, any_unhandled) in finished {
-        if let Some(plan) = plan_of.get(&execution_id) {
-            close_if_done(&mut tx, plan, execution_id, any_unhandled, None).await?;
+        let Some(plan) = plan_of.get(&execution_id) else {
+            continue;
+        };
+        if let Some((workflow, one)) =
+            close(&mut tx, plan, execution_id, any_unhandled, None).await?
+        {
+            match counts.last_mut() {
+                Some((w, sum)) if *w == workflow => {
+                    sum.success += one.success;
+                    sum.failed += one.failed;
+                    sum.cancelled += one.cancelled;
+                }
+                _ => counts.push((workflow, one)),
+            }
         }
+    }
+    // One update per workflow, as the batch's last statements: the row is held from here to
+    // the commit only, however many of its executions the batch ended.
+    for (workflow, sum) in &counts {
+        runs::count_finished(&mut *tx, *workflow, sum).await?;
     }
     tx.commit().await?;
     Ok(replies)

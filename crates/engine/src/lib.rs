@@ -904,14 +904,49 @@ pub(crate) async fn close_if_done(
     any_unhandled: bool,
     message: Option<String>,
 ) -> Result<(), EngineError> {
-    let status = if any_unhandled { "failed" } else { "success" };
+    if let Some((workflow, finished)) =
+        close(tx, plan, execution_id, any_unhandled, message).await?
+    {
+        runs::count_finished(&mut *tx, workflow, &finished).await?;
+    }
+    Ok(())
+}
+
+/// Like [`close_if_done`], but leaves counting the execution on its workflow to the caller,
+/// which may add up many: returns the workflow and the count to add, `None` if the execution
+/// had already ended.
+pub(crate) async fn close(
+    tx: &mut PgConnection,
+    plan: &Plan,
+    execution_id: Uuid,
+    any_unhandled: bool,
+    message: Option<String>,
+) -> Result<Option<(Uuid, runs::Finished)>, EngineError> {
     let outputs = runs::outputs(&mut *tx, execution_id).await?;
     let output = execution_output(plan, outputs);
     let message = message.or_else(|| {
         any_unhandled.then(|| "a node failed without an error edge to handle it".to_owned())
     });
-    runs::finish_execution(tx, execution_id, status, &output, message.as_deref()).await?;
-    Ok(())
+    let (status, finished) = if any_unhandled {
+        (
+            "failed",
+            runs::Finished {
+                failed: 1,
+                ..runs::Finished::default()
+            },
+        )
+    } else {
+        (
+            "success",
+            runs::Finished {
+                success: 1,
+                ..runs::Finished::default()
+            },
+        )
+    };
+    let ended =
+        runs::end_execution(&mut *tx, execution_id, status, &output, message.as_deref()).await?;
+    Ok(ended.map(|workflow| (workflow, finished)))
 }
 
 /// The outgoing edges of `index` after it ended with `outcome`: (target, fired).

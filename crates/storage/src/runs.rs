@@ -413,6 +413,34 @@ pub async fn finish_execution(
     output: &Value,
     error: Option<&str>,
 ) -> Result<bool> {
+    let Some(workflow) = end_execution(&mut *conn, execution_id, status, output, error).await?
+    else {
+        return Ok(false);
+    };
+    let one = |s: &str| i32::from(status == s);
+    count_finished(
+        conn,
+        workflow,
+        &Finished {
+            success: one("success"),
+            failed: one("failed"),
+            cancelled: one("cancelled"),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Ends a running execution with `status` without counting it on its workflow; the caller
+/// counts it with [`count_finished`] in the same transaction. Returns the workflow, or `None`
+/// when the execution had already ended.
+pub async fn end_execution(
+    db: impl PgExecutor<'_>,
+    execution_id: Uuid,
+    status: &str,
+    output: &Value,
+    error: Option<&str>,
+) -> Result<Option<Uuid>> {
     let workflow = sqlx::query_scalar!(
         r#"
         UPDATE executions
@@ -426,26 +454,44 @@ pub async fn finish_execution(
         output,
         error,
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(db)
     .await?;
-    let Some(workflow) = workflow else {
-        return Ok(false);
-    };
+    Ok(workflow)
+}
 
+/// Executions of one workflow that ended, by final status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// Ended `success`.
+    pub success: i32,
+    /// Ended `failed`.
+    pub failed: i32,
+    /// Ended `cancelled`.
+    pub cancelled: i32,
+}
+
+/// Adds ended executions to their workflow's counters.
+pub async fn count_finished(
+    db: impl PgExecutor<'_>,
+    workflow_id: Uuid,
+    finished: &Finished,
+) -> Result<()> {
     sqlx::query!(
         r#"
         UPDATE workflows
-        SET successful_executions = successful_executions + ($2 = 'success')::int,
-            failed_executions = failed_executions + ($2 = 'failed')::int,
-            cancelled_executions = cancelled_executions + ($2 = 'cancelled')::int
+        SET successful_executions = successful_executions + $2,
+            failed_executions = failed_executions + $3,
+            cancelled_executions = cancelled_executions + $4
         WHERE id = $1
         "#,
-        workflow,
-        status,
+        workflow_id,
+        finished.success,
+        finished.failed,
+        finished.cancelled,
     )
-    .execute(&mut *conn)
+    .execute(db)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Outputs of an execution's successful runs by node name, in the order they finished.
