@@ -5,6 +5,8 @@
 //!   cargo-nextest when installed, `cargo test` otherwise; ARGS go to the runner.
 //! - `sqlx-prepare`: rebuilds the storage crate's `.sqlx` query cache against a scratch
 //!   database migrated from `migrations/`.
+//! - `loadtest [ARGS…]`: builds QuantumFlow and the load-test harness in release mode and runs
+//!   the harness (`qf-load`) with ARGS against the freshly built binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -25,7 +27,11 @@ fn main() -> ExitCode {
             match args.first().map(String::as_str) {
                 Some("test") => test(&args[1..]).await,
                 Some("sqlx-prepare") => sqlx_prepare().await,
-                _ => bail!("usage: cargo xtask test [ARGS…] | cargo xtask sqlx-prepare"),
+                Some("loadtest") => loadtest(&args[1..]),
+                _ => bail!(
+                    "usage: cargo xtask test [ARGS…] | cargo xtask sqlx-prepare | \
+                     cargo xtask loadtest [ARGS…]"
+                ),
             }
         })
     });
@@ -44,6 +50,30 @@ fn main() -> ExitCode {
 )]
 fn report(line: &str) {
     eprintln!("{line}");
+}
+
+/// Benchmarks measure release builds only: a debug build's numbers say nothing about the product.
+fn loadtest(args: &[String]) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let built = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "quantumflow"])
+        .args(["--package", "quantumflow-loadtest"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !built.success() {
+        bail!("the release build failed");
+    }
+    // The harness runs the `quantumflow` binary built next to it.
+    let status = Command::new(root.join("target/release/qf-load"))
+        .current_dir(&root)
+        .args(args)
+        .status()
+        .context("cannot run target/release/qf-load")?;
+    Ok(status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .map_or(ExitCode::FAILURE, ExitCode::from))
 }
 
 fn workspace_root() -> PathBuf {
