@@ -16,6 +16,11 @@ const TARGET_WORKERS: usize = 4;
 /// (19.70 s / 400 − ~10 ms of work), ms.
 pub(crate) const WINDMILL_OVERHEAD_MS: f64 = 39.0;
 
+/// Half the executions per second that a minimal enqueue, claim and complete cycle in plain SQL
+/// sustained on the 2-core reference machine with 16 clients (about 4.8k/s): the harness does
+/// not measure that cycle itself, so the target is a fixed figure.
+const LIFECYCLE_HALF_PER_SEC: f64 = 2_400.0;
+
 /// Which side of the threshold passes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,27 +112,31 @@ pub(crate) fn evaluate_all(report: &Report) -> Vec<TargetResult> {
             .filter_map(|s| s.max_sustainable_rate)
             .collect::<Vec<_>>(),
     );
-    let search_workers = report
-        .searches
-        .first()
-        .map_or(TARGET_WORKERS, |s| s.workers);
-    let apalis_at_search = drain_median(&report.baselines.apalis_drain, search_workers);
+
     targets.push(evaluate(
-        "one-node max sustainable executions/s ÷ apalis drain jobs/s",
-        "×",
-        search_rate.zip(apalis_at_search).map(|(a, b)| a / b),
-        Bound::AtLeast(1.0),
+        "one-node max sustainable executions/s, exact counters (0.5 × the raw SQL lifecycle \
+         limit of about 4.8k/s on the reference machine)",
+        "/s",
+        search_rate,
+        Bound::AtLeast(LIFECYCLE_HALF_PER_SEC),
     ));
 
     let burn = row(report, "chain10", Mode::BurnDown);
+    let burn_rate = burn.and_then(|r| r.median("node_runs_per_sec"));
     let apalis_at_burn = burn.and_then(|r| drain_median(&report.baselines.apalis_drain, r.workers));
+    let skip_locked_at_burn =
+        burn.and_then(|r| drain_median(&report.baselines.skip_locked, r.workers));
     targets.push(evaluate(
         "chain10 burn-down node runs/s ÷ apalis drain jobs/s",
         "×",
-        burn.and_then(|r| r.median("node_runs_per_sec"))
-            .zip(apalis_at_burn)
-            .map(|(a, b)| a / b),
-        Bound::AtLeast(1.0),
+        burn_rate.zip(apalis_at_burn).map(|(a, b)| a / b),
+        Bound::AtLeast(1.5),
+    ));
+    targets.push(evaluate(
+        "chain10 burn-down node runs/s ÷ SKIP LOCKED one-at-a-time jobs/s",
+        "×",
+        burn_rate.zip(skip_locked_at_burn).map(|(a, b)| a / b),
+        Bound::AtLeast(0.5),
     ));
 
     let latency_targets = [
