@@ -139,7 +139,8 @@ impl PgServer {
             .map(|(k, _)| (*k).to_owned())
             .collect();
         sqlx::query_as(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+            "SELECT name, current_setting(name) FROM pg_settings \
+             WHERE name = ANY($1) ORDER BY name",
         )
         .bind(&names)
         .fetch_all(&self.admin)

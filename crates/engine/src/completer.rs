@@ -97,7 +97,11 @@ async fn record_with_retries(
         match record(pool, requests).await {
             Err(EngineError::Storage(err)) if err.is_conflict() && tries < CONFLICT_RETRIES => {
                 tries += 1;
-                tracing::debug!(tries, error.message = %err, "batch of results conflicted; retrying");
+                tracing::debug!(
+                    tries,
+                    error.message = %err,
+                    "batch of results conflicted; retrying"
+                );
                 tokio::time::sleep(Duration::from_millis(2 * tries as u64)).await;
             }
             other => return other,

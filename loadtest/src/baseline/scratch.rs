@@ -148,8 +148,8 @@ fn drop_statement(name: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
 }
 
-/// An identifier that needs no escaping inside double quotes: the base name's letters and digits, lowercased, shortened
-/// so the unique suffix always fits.
+/// An identifier that needs no escaping inside double quotes: the base name's letters and
+/// digits, lowercased, shortened so the unique suffix always fits.
 fn scratch_name(base: &str, kind: &str, pid: u32, sequence: u32) -> String {
     let suffix = format!("_{kind}_baseline_{pid}_{sequence}");
     let room = MAX_IDENTIFIER_BYTES.saturating_sub(suffix.len());
@@ -167,7 +167,8 @@ fn scratch_name(base: &str, kind: &str, pid: u32, sequence: u32) -> String {
 
 /// `database_url` with only its database changed. sqlx reads query parameters after the path
 /// and lets a later `dbname` win, so appending one works for TCP and unix-socket URLs alike
-/// (`postgres://u@localhost/db?host=%2Frun%2Fpg`) without rebuilding, and maybe losing, the other parts.
+/// (`postgres://u@localhost/db?host=%2Frun%2Fpg`) without rebuilding, and maybe losing, the
+/// other parts.
 fn scratch_url(database_url: &str, scratch: &str) -> Result<String, BaselineError> {
     let separator = if database_url.contains('?') { '&' } else { '?' };
     let url = format!("{database_url}{separator}dbname={scratch}");

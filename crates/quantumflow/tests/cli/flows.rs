@@ -98,7 +98,8 @@ async fn a_chain_runs_under_the_queue_job_that_started_it() {
     let nodes = json!([
         {"name": "start", "type": "trigger"},
         {"name": "one", "type": "transform", "config": {"template": {"n": "{{input.n}}"}}},
-        {"name": "two", "type": "transform", "config": {"template": {"n": "{{input.n}}", "two": true}}},
+        {"name": "two", "type": "transform",
+         "config": {"template": {"n": "{{input.n}}", "two": true}}},
         {"name": "three", "type": "transform", "config": {"template": {"last": "{{input.n}}"}}}
     ]);
     let edges = json!([
