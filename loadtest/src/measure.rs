@@ -305,8 +305,8 @@ pub(crate) struct Backlog {
 /// Reads the backlog.
 pub(crate) async fn backlog(pool: &PgPool) -> Result<Backlog> {
     let (pending, running): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status IN ('Pending', 'Queued')),
-                count(*) FILTER (WHERE status = 'Running')
+        "SELECT count(*) FILTER (WHERE status = 'Pending'),
+                count(*) FILTER (WHERE status IN ('Queued', 'Running'))
          FROM apalis.jobs WHERE job_type = $1",
     )
     .bind(NODE_RUN_QUEUE)

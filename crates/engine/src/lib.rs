@@ -796,8 +796,8 @@ impl Engine {
     fn wake_after(&self, delay: Duration) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            // The queue stores run times in whole seconds, rounded down: by now + delay the job
-            // is due.
+            // The job's run time is the queueing transaction's start plus the delay, which is
+            // before now + delay.
             tokio::time::sleep(delay).await;
             if let Err(err) = quantumflow_queue::wake_workers(&pool).await {
                 tracing::warn!(error.message = %err, "could not wake workers for a due job");

@@ -53,6 +53,13 @@ pub async fn drop_schema(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
 
 /// Queues node runs inside the caller's transaction, each after its own delay, so a job exists
 /// exactly when the writes that call for it commit.
+///
+/// The rows are written here rather than through apalis's own push, which takes run times from
+/// the application's clock in whole seconds. Two things go wrong with that: a job pushed late in
+/// a second by a transaction that began early in it lands "in the future" by the database's
+/// clock, so the queue's insert trigger does not notify anyone and the fetch skips it until a
+/// heartbeat; and delays and retry backoff lose their fractions of a second. Here the run time
+/// is the database's `now()` (the transaction's start) plus the delay, to the microsecond.
 pub async fn push_node_runs(
     conn: &mut sqlx::PgConnection,
     jobs: &[(NodeRunJob, std::time::Duration)],
@@ -60,25 +67,36 @@ pub async fn push_node_runs(
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut tasks = Vec::with_capacity(jobs.len());
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut payloads = Vec::with_capacity(jobs.len());
+    let mut delays = Vec::with_capacity(jobs.len());
     for (job, delay) in jobs {
-        let payload = serde_json::to_vec(job).map_err(QueueError::Encode)?;
-        let mut builder = apalis::prelude::TaskBuilder::new(payload)
-            // Retries of a node are counted by the engine; the queue's own attempts only cover
-            // infrastructure trouble (a lost database connection while acknowledging).
-            .max_attempts(INFRASTRUCTURE_ATTEMPTS);
-        if !delay.is_zero() {
-            builder = builder.run_after(*delay);
-        }
-        tasks.push(builder.build());
+        ids.push(ulid::Ulid::generate().to_string());
+        payloads.push(serde_json::to_vec(job).map_err(QueueError::Encode)?);
+        delays.push(delay.as_secs_f64());
     }
-    apalis_postgres::queries::push_tasks(conn, NODE_RUN_QUEUE, tasks)
-        .await
-        .map_err(QueueError::Push)
+    sqlx::query(
+        "INSERT INTO apalis.jobs \
+             (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata) \
+         SELECT id, $2, job, 'Pending', 0, $4, now() + make_interval(secs => delay), 0, \
+                ''::hstore \
+         FROM unnest($1::text[], $3::bytea[], $5::float8[]) AS j (id, job, delay)",
+    )
+    .bind(&ids)
+    .bind(NODE_RUN_QUEUE)
+    .bind(&payloads)
+    // Retries of a node are counted by the engine; the queue's own attempts only cover
+    // infrastructure trouble (a lost database connection while acknowledging).
+    .bind(INFRASTRUCTURE_ATTEMPTS)
+    .bind(&delays)
+    .execute(conn)
+    .await
+    .map_err(QueueError::Push)?;
+    Ok(())
 }
 
 /// How often the queue itself re-delivers a job whose handler returned an error.
-pub const INFRASTRUCTURE_ATTEMPTS: usize = 25;
+pub const INFRASTRUCTURE_ATTEMPTS: i32 = 25;
 
 /// Why queueing failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +106,7 @@ pub enum QueueError {
     Encode(#[source] serde_json::Error),
     /// The queue refused the jobs.
     #[error("cannot queue jobs")]
-    Push(#[source] apalis_postgres::Error),
+    Push(#[source] sqlx::Error),
 }
 
 /// Wakes idle workers as the queue's insert notification does. The queue notifies only for jobs

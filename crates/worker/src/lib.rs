@@ -5,6 +5,7 @@
 //! database is decided by [`quantumflow_engine`]; this crate runs the node itself ([`nodes`])
 //! and drives the queue: worker identity, heartbeats, concurrency and shutdown.
 
+mod backend;
 pub mod nodes;
 pub mod script;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 // The prelude brings the builder's extension traits (concurrency, parallelize) into scope.
 use apalis::prelude::*;
-use apalis_postgres::{Config, PostgresStorage};
+use apalis_postgres::Config;
 use quantumflow_engine::{Attempt, Begin, Engine, EngineError};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use sqlx::PgPool;
@@ -80,13 +81,14 @@ pub async fn run(
         .queue(NODE_RUN_QUEUE)
         .batch_size(config.batch_size)
         .heartbeat_interval(HEARTBEAT_INTERVAL)
-        .missed_heartbeats(MISSED_HEARTBEATS);
+        .missed_heartbeats(MISSED_HEARTBEATS)
+        // A fetched job is already marked as this worker's, which is all that rescuing it
+        // from a dead worker needs; marking it again as running would cost a write per job.
+        .lock_tasks(false);
     // Jobs wake the worker through LISTEN/NOTIFY: the queue notifies for jobs due when they are
     // inserted, and the engine for delayed jobs when they fall due. The heartbeat's fetch is
-    // the fallback when a notification is lost.
-    let backend = PostgresStorage::<NodeRunJob>::new(&pool)
-        .with_config(queue)
-        .with_pubsub();
+    // the fallback if the listening connection is down.
+    let backend = backend::NodeRunBackend::new(&pool, queue);
     let name = worker_name();
     tracing::info!(worker = %name, concurrency = config.concurrency, "worker starting");
 

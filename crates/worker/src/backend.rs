@@ -1,0 +1,348 @@
+//! The worker's side of the queue: apalis-postgres's tables and queries, driven so that a job
+//! queued while the worker is idle is fetched at once.
+//!
+//! apalis-postgres wakes its workers with LISTEN/NOTIFY, but its poller consumes a notification
+//! that arrives while a fetch is in flight and then forgets it. When that fetch's snapshot
+//! predates the new job's commit, the fetch comes back empty and, unless another job follows,
+//! the job waits for the next heartbeat, up to [`crate::HEARTBEAT_INTERVAL`] later. Its
+//! listener also stops for good after a connection error. This backend uses apalis-core's
+//! [`Persisted`] state machine and apalis-postgres's queries as they are, and changes how the
+//! worker is woken: a notification that came in during a fetch makes the worker fetch again
+//! if that fetch found nothing, and the listener reconnects after the database comes back and
+//! fetches once it listens again, since notifications sent while nobody listened are gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_codec::json::JsonCodec;
+use apalis_core::backend::finalize::Durable;
+use apalis_core::backend::persistence::{
+    Persisted, Persistence, State, TaskEvent, TaskPersistLayer,
+};
+use apalis_core::backend::{Backend, BackendConfig, TaskResult, WireFormatBackend};
+use apalis_core::worker::context::WorkerContext;
+use apalis_postgres::{Config, Error, PgTask, queries};
+use futures_util::task::AtomicWaker;
+use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+/// The channel apalis-postgres's insert trigger notifies.
+const INSERT_CHANNEL: &str = "apalis::job::insert";
+
+/// The longest wait between attempts to listen again while the database is unreachable.
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Fetches [`NodeRunJob`]s for one worker.
+pub(crate) struct NodeRunBackend {
+    persisted: Persisted<Store>,
+    codec: JsonCodec,
+    signal: Arc<Signal>,
+    listener: tokio::task::JoinHandle<()>,
+    /// A notification arrived while a fetch was in flight; if that fetch finds nothing, fetch
+    /// again.
+    missed: bool,
+}
+
+/// What the listener task tells the poller.
+#[derive(Default)]
+struct Signal {
+    notified: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn raise(&self) {
+        self.notified.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+impl NodeRunBackend {
+    /// Starts listening for new jobs; must be called inside the Tokio runtime.
+    pub(crate) fn new(pool: &PgPool, config: Config) -> Self {
+        let signal = Arc::new(Signal::default());
+        let listener = tokio::spawn(listen(pool.clone(), Arc::clone(&signal)));
+        Self {
+            persisted: Persisted::new(Store {
+                pool: pool.clone(),
+                config,
+            }),
+            codec: JsonCodec::default(),
+            signal,
+            listener,
+            missed: false,
+        }
+    }
+}
+
+impl Drop for NodeRunBackend {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Holds a LISTEN connection open for as long as the worker runs, raising the signal for every
+/// notification on this queue, and once each time it starts listening.
+async fn listen(pool: PgPool, signal: Arc<Signal>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut listener = match connect(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error.message = %err, retry_in = ?backoff, "cannot listen for jobs");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        // Jobs queued before LISTEN took effect notified nobody.
+        signal.raise();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    if is_for_this_queue(notification.payload()) {
+                        signal.raise();
+                    }
+                }
+                // The connection was lost; the next call reconnects, and what was sent in
+                // between is lost, so the poller fetches once more.
+                Ok(None) => signal.raise(),
+                Err(err) => {
+                    tracing::warn!(error.message = %err, "lost the connection listening for jobs");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(INSERT_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Whether an insert notification names this queue. Its payload is JSON written by the queue's
+/// trigger; anything unreadable is treated as ours, since an extra fetch costs little.
+fn is_for_this_queue(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Insert<'a> {
+        job_type: &'a str,
+    }
+    serde_json::from_str::<Insert<'_>>(payload).map_or(true, |i| i.job_type == NODE_RUN_QUEUE)
+}
+
+impl Backend for NodeRunBackend {
+    type Task = PgTask;
+    type Error = Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        let heartbeat = self.persisted.config.heartbeat_interval;
+        self.persisted.poll_ready(cx, worker, heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<PgTask, Error>>> {
+        // Registered before the flag is read, so a notification after the read wakes us again.
+        self.signal.waker.register(cx.waker());
+        let was_fetching = matches!(self.persisted.state(), State::Fetch(_));
+        if self.signal.notified.swap(false, Ordering::AcqRel) && was_fetching {
+            self.missed = true;
+        }
+
+        let polled = self.persisted.poll_next(cx, worker);
+
+        match self.persisted.state() {
+            // The same fetch is still in flight.
+            State::Fetch(_) if was_fetching => {}
+            // Ready and pending means the fetch came back empty. It may have missed the job
+            // behind a notification it raced with: fetch again now, not at the heartbeat.
+            State::Ready if polled.is_pending() => {
+                if std::mem::take(&mut self.missed) {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            // A fetch started after every notification read so far, or a batch is being
+            // handed out and the next poll fetches anyway.
+            _ => self.missed = false,
+        }
+        polled
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        self.persisted.poll_close(cx, worker)
+    }
+}
+
+impl BackendConfig for NodeRunBackend {
+    type Args = NodeRunJob;
+    type Kind = Durable;
+    type Id = ulid::Ulid;
+    type Config = Config;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &Config {
+        &self.persisted.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        let config = self.persisted.config.clone();
+        self.persisted
+            .layer(JsonCodec::<Value>::default(), config.batch_size)
+            .persist_results(config.persist_results)
+            .lock_tasks(config.lock_tasks)
+    }
+}
+
+impl WireFormatBackend for NodeRunBackend {
+    type Codec = JsonCodec;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &JsonCodec {
+        &self.codec
+    }
+}
+
+/// apalis-postgres's own queries, in the transactions its storage uses.
+#[derive(Debug, Clone)]
+struct Store {
+    pool: PgPool,
+    config: Config,
+}
+
+impl Store {
+    fn queue(&self) -> &str {
+        self.config.queue.as_ref()
+    }
+
+    fn dead_for(&self) -> u64 {
+        self.config.orphaned_duration().as_secs()
+    }
+}
+
+impl Persistence for Store {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = Error;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
+        // Worker names are unique per process start (`worker_name`), so a conflict means two
+        // processes were given the same name.
+        let inserted = sqlx::query(
+            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) \
+             VALUES ($1, $2, 'PgStorage', $3, now()) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(worker.name())
+        .bind(self.queue())
+        .bind(worker.get_service())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::WorkerAlreadyExists(worker.name().to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::keep_alive(&mut *tx, self.queue(), worker).await?;
+        let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
+        tx.commit().await?;
+        if rescued > 0 {
+            tracing::info!(
+                jobs = rescued,
+                "re-queued the jobs of a worker that stopped beating"
+            );
+        }
+        Ok(())
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        queries::fetch_next(&mut *conn, &self.config, worker).await
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        let done: Vec<&TaskResult<Value>> = events
+            .iter()
+            .filter_map(|event| match event {
+                TaskEvent::Complete(result) => Some(result),
+                _ => None,
+            })
+            .collect();
+        // A job that finished before its lock was written needs no lock.
+        let locks: Vec<String> = events
+            .iter()
+            .filter_map(|event| match event {
+                TaskEvent::Lock { task_id } => Some(task_id),
+                _ => None,
+            })
+            .filter(|id| done.iter().all(|result| result.task_id() != *id))
+            .map(ToString::to_string)
+            .collect();
+        if done.is_empty() && locks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !done.is_empty() {
+            queries::handle_results(&mut *tx, &done, worker.name()).await?;
+        }
+        if !locks.is_empty() {
+            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<PgTask>,
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|task| task.task_id().map(ToString::to_string))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let count =
+            queries::reenqueue_abandoned(&mut *tx, self.queue(), worker.name(), &ids).await?;
+        if count as usize != tasks.len() {
+            return Err(Error::ReenqueueMismatch {
+                queued: tasks.len(),
+                abandoned: count as usize,
+            });
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<PgTask>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::push_tasks(&mut *tx, self.queue(), tasks).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
