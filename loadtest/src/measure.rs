@@ -418,7 +418,8 @@ pub(crate) async fn top_statements(pool: &PgPool, limit: i64) -> Result<Vec<Stat
 pub(crate) struct CounterCheck {
     /// Webhooks the control plane answered 202.
     pub(crate) accepted: u64,
-    /// `workflows.total_executions`.
+    /// `workflows.total_executions`, which counts executions as they end, plus those in
+    /// progress: the total the API shows.
     pub(crate) total_executions: i64,
     /// `workflows.successful_executions`.
     pub(crate) successful_executions: i64,
@@ -437,8 +438,12 @@ pub(crate) async fn check_counters(
     accepted: u64,
 ) -> Result<CounterCheck> {
     let (total, successful, failed): (i32, i32, i32) = sqlx::query_as(
-        "SELECT total_executions, successful_executions, failed_executions
-         FROM workflows WHERE id = $1",
+        "SELECT w.total_executions + (
+                    SELECT count(*) FROM executions AS e
+                    WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
+                )::int,
+                w.successful_executions, w.failed_executions
+         FROM workflows AS w WHERE w.id = $1",
     )
     .bind(workflow_id)
     .fetch_one(pool)

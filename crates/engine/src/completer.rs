@@ -237,11 +237,7 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
             close(&mut tx, plan, execution_id, any_unhandled, None).await?
         {
             match counts.last_mut() {
-                Some((w, sum)) if *w == workflow => {
-                    sum.success += one.success;
-                    sum.failed += one.failed;
-                    sum.cancelled += one.cancelled;
-                }
+                Some((w, sum)) if *w == workflow => sum.add(&one),
                 _ => counts.push((workflow, one)),
             }
         }

@@ -927,26 +927,10 @@ pub(crate) async fn close(
     let message = message.or_else(|| {
         any_unhandled.then(|| "a node failed without an error edge to handle it".to_owned())
     });
-    let (status, finished) = if any_unhandled {
-        (
-            "failed",
-            runs::Finished {
-                failed: 1,
-                ..runs::Finished::default()
-            },
-        )
-    } else {
-        (
-            "success",
-            runs::Finished {
-                success: 1,
-                ..runs::Finished::default()
-            },
-        )
-    };
+    let status = if any_unhandled { "failed" } else { "success" };
     let ended =
         runs::end_execution(&mut *tx, execution_id, status, &output, message.as_deref()).await?;
-    Ok(ended.map(|workflow| (workflow, finished)))
+    Ok(ended.map(|ended| (ended.workflow_id, ended.finished)))
 }
 
 /// The outgoing edges of `index` after it ended with `outcome`: (target, fired).

@@ -56,8 +56,11 @@ pub struct StartedExecution<'a> {
     pub timeout_seconds: Option<f64>,
 }
 
-/// Creates a running execution with all its node runs and counts it on its workflow, in the
-/// caller's transaction. Returns the execution's id and the ids of the node runs by node id.
+/// Creates a running execution with all its node runs, in the caller's transaction. Returns the
+/// execution's id and the ids of the node runs by node id.
+///
+/// The workflow's row is not touched: every start of a workflow would queue on its lock. The
+/// execution is counted there when it ends ([`count_finished`]).
 pub async fn start(
     conn: &mut PgConnection,
     execution: &StartedExecution<'_>,
@@ -121,19 +124,6 @@ pub async fn start(
         &fired,
     )
     .fetch_all(&mut *conn)
-    .await?;
-
-    // Last: the workflow's row is shared by every execution of the workflow, so its lock is
-    // taken as late as possible and held only until the commit.
-    sqlx::query!(
-        r#"
-        UPDATE workflows
-        SET total_executions = total_executions + 1, last_execution_at = now()
-        WHERE id = $1
-        "#,
-        execution.workflow_id,
-    )
-    .execute(&mut *conn)
     .await?;
 
     Ok((id, created.into_iter().map(|r| (r.node_id, r.id)).collect()))
@@ -413,41 +403,39 @@ pub async fn finish_execution(
     output: &Value,
     error: Option<&str>,
 ) -> Result<bool> {
-    let Some(workflow) = end_execution(&mut *conn, execution_id, status, output, error).await?
-    else {
+    let Some(ended) = end_execution(&mut *conn, execution_id, status, output, error).await? else {
         return Ok(false);
     };
-    let one = |s: &str| i32::from(status == s);
-    count_finished(
-        conn,
-        workflow,
-        &Finished {
-            success: one("success"),
-            failed: one("failed"),
-            cancelled: one("cancelled"),
-        },
-    )
-    .await?;
+    count_finished(conn, ended.workflow_id, &ended.finished).await?;
     Ok(true)
 }
 
+/// An execution that [`end_execution`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// What to add to the workflow's counters.
+    pub finished: Finished,
+}
+
 /// Ends a running execution with `status` without counting it on its workflow; the caller
-/// counts it with [`count_finished`] in the same transaction. Returns the workflow, or `None`
-/// when the execution had already ended.
+/// counts it with [`count_finished`] in the same transaction. `None` when the execution had
+/// already ended.
 pub async fn end_execution(
     db: impl PgExecutor<'_>,
     execution_id: Uuid,
     status: &str,
     output: &Value,
     error: Option<&str>,
-) -> Result<Option<Uuid>> {
-    let workflow = sqlx::query_scalar!(
+) -> Result<Option<Ended>> {
+    let row = sqlx::query!(
         r#"
         UPDATE executions
         SET status = $2, output_data = $3, error_message = $4, completed_at = now(),
             duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at)) * 1000)::int
         WHERE id = $1 AND status IN ('pending', 'running')
-        RETURNING workflow_id
+        RETURNING workflow_id, created_at
         "#,
         execution_id,
         status,
@@ -456,7 +444,18 @@ pub async fn end_execution(
     )
     .fetch_optional(db)
     .await?;
-    Ok(workflow)
+    Ok(row.map(|row| {
+        let one = |s: &str| i32::from(status == s);
+        Ended {
+            workflow_id: row.workflow_id,
+            finished: Finished {
+                success: one("success"),
+                failed: one("failed"),
+                cancelled: one("cancelled"),
+                latest_start: Some(row.created_at),
+            },
+        }
+    }))
 }
 
 /// Executions of one workflow that ended, by final status.
@@ -468,9 +467,21 @@ pub struct Finished {
     pub failed: i32,
     /// Ended `cancelled`.
     pub cancelled: i32,
+    /// When the latest of them started.
+    pub latest_start: Option<DateTime<Utc>>,
 }
 
-/// Adds ended executions to their workflow's counters.
+impl Finished {
+    /// Adds `other`'s executions to these.
+    pub fn add(&mut self, other: &Self) {
+        self.success += other.success;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+        self.latest_start = self.latest_start.max(other.latest_start);
+    }
+}
+
+/// Counts ended executions on their workflow: the totals and when the latest of them started.
 pub async fn count_finished(
     db: impl PgExecutor<'_>,
     workflow_id: Uuid,
@@ -479,15 +490,18 @@ pub async fn count_finished(
     sqlx::query!(
         r#"
         UPDATE workflows
-        SET successful_executions = successful_executions + $2,
+        SET total_executions = total_executions + $2 + $3 + $4,
+            successful_executions = successful_executions + $2,
             failed_executions = failed_executions + $3,
-            cancelled_executions = cancelled_executions + $4
+            cancelled_executions = cancelled_executions + $4,
+            last_execution_at = greatest(last_execution_at, $5)
         WHERE id = $1
         "#,
         workflow_id,
         finished.success,
         finished.failed,
         finished.cancelled,
+        finished.latest_start,
     )
     .execute(db)
     .await?;

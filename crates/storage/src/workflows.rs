@@ -35,13 +35,14 @@ pub struct Workflow {
     pub is_latest: bool,
     /// The version this one was made from.
     pub parent_workflow_id: Option<Uuid>,
-    /// Executions started.
+    /// Executions started. The row counts them as they end, in the transaction that ends them,
+    /// so that starting one writes nothing shared; [`get`] and [`list`] add those in progress.
     pub total_executions: i32,
     /// Executions that ended `success`.
     pub successful_executions: i32,
     /// Executions that ended `failed`.
     pub failed_executions: i32,
-    /// When the last execution started.
+    /// When the last execution started (kept on the row, like the counters, as they end).
     pub last_execution_at: Option<DateTime<Utc>>,
     /// Who owns it.
     pub owner_id: Uuid,
@@ -466,9 +467,18 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Workflow> {
         WorkflowRow,
         r#"
         SELECT id, name, description, status, trigger_config, settings, version, is_latest,
-               parent_workflow_id, total_executions, successful_executions, failed_executions,
-               last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
-        FROM workflows
+               parent_workflow_id,
+               total_executions + (
+                   SELECT count(*) FROM executions AS e
+                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
+               )::int AS "total_executions!",
+               successful_executions, failed_executions,
+               greatest(last_execution_at, (
+                   SELECT max(e.created_at) FROM executions AS e
+                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
+               )) AS last_execution_at,
+               owner_id, created_at, updated_at, created_by, updated_by
+        FROM workflows AS w
         WHERE id = $1
         "#,
         id,
@@ -567,9 +577,18 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<Ve
         WorkflowRow,
         r#"
         SELECT id, name, description, status, trigger_config, settings, version, is_latest,
-               parent_workflow_id, total_executions, successful_executions, failed_executions,
-               last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
-        FROM workflows
+               parent_workflow_id,
+               total_executions + (
+                   SELECT count(*) FROM executions AS e
+                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
+               )::int AS "total_executions!",
+               successful_executions, failed_executions,
+               greatest(last_execution_at, (
+                   SELECT max(e.created_at) FROM executions AS e
+                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
+               )) AS last_execution_at,
+               owner_id, created_at, updated_at, created_by, updated_by
+        FROM workflows AS w
         WHERE is_latest
           AND ($1::uuid IS NULL OR owner_id = $1)
           AND ($2::text IS NULL OR status = $2)
