@@ -6,12 +6,14 @@
 //!
 //! # Layout
 //!
+//! - [`documents`]: workflow documents cached for starting executions.
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
 //! - [`workflows`]: creating and reading workflows (`/api/v1/workflows`).
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
+pub mod documents;
 pub mod error;
 pub mod executions;
 pub mod extract;
@@ -20,6 +22,7 @@ pub mod triggers;
 pub mod workflows;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -42,6 +45,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
+    /// Workflow documents for starting executions.
+    pub documents: Arc<documents::Documents>,
+}
+
+impl AppState {
+    /// State for handlers using `pool`, with an empty document cache.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            documents: Arc::default(),
+        }
+    }
 }
 
 /// The whole HTTP application.

@@ -98,12 +98,12 @@ async fn accept(
     workflow: &Workflow,
     trigger: Trigger,
 ) -> Result<Response, ApiError> {
+    let doc = state.documents.of(&state.pool, workflow).await?;
     let mut tx = state
         .pool
         .begin()
         .await
         .map_err(quantumflow_storage::StorageError::from)?;
-    let doc = workflows::get_document(&mut tx, workflow.id).await?;
     let execution_id = quantumflow_engine::start(&mut tx, &doc, trigger).await?;
     tx.commit()
         .await

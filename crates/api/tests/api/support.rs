@@ -28,10 +28,12 @@ impl Response {
 
 /// Sends one request to a router on `db`, as the server would.
 pub(crate) async fn send(db: &TestDb, request: Request<Body>) -> Response {
-    let app = router(AppState {
-        pool: db.pool().clone(),
-    });
-    let response = app.oneshot(request).await.unwrap();
+    send_to(&router(AppState::new(db.pool().clone())), request).await
+}
+
+/// Sends one request to `app`, which keeps its state (the document cache) between requests.
+pub(crate) async fn send_to(app: &axum::Router, request: Request<Body>) -> Response {
+    let response = app.clone().oneshot(request).await.unwrap();
 
     let status = response.status();
     let headers = response.headers().clone();

@@ -5,7 +5,9 @@ use axum::http::{Request, StatusCode, header};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
-use crate::support::{admin, create_workflow, get, post_json, post_raw, problem_detail, send};
+use crate::support::{
+    admin, create_workflow, get, post_json, post_raw, problem_detail, send, send_to,
+};
 
 /// Rows of each kind in the database: executions, node runs, queued jobs, and the executions
 /// counted on the workflow's row (which counts them as they end).
@@ -199,4 +201,36 @@ async fn an_api_call_starts_an_execution_with_its_body_as_input() {
         .body;
     assert_eq!(shown["total_executions"], 1);
     assert!(shown["last_execution_at"].is_string());
+}
+
+#[tokio::test]
+async fn an_execution_snapshots_the_workflow_as_changed_since_the_last_one() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let id: uuid::Uuid = workflow["id"].as_str().unwrap().parse().unwrap();
+    // One application for every request, so its document cache lives across them.
+    let app = quantumflow_api::router(quantumflow_api::AppState::new(db.pool().clone()));
+    let start = || post_json("/webhook/signup", &json!({"username": "ada"}));
+    let first = send_to(&app, start()).await;
+    let cached = send_to(&app, start()).await;
+    quantumflow_storage::workflows::set_setting(db.pool(), id, &["timeout"], &json!(90))
+        .await
+        .unwrap();
+    let changed = send_to(&app, start()).await;
+
+    assert_eq!(snapshot_timeout(&db, &first.body).await, 60);
+    assert_eq!(snapshot_timeout(&db, &cached.body).await, 60);
+    assert_eq!(snapshot_timeout(&db, &changed.body).await, 90);
+}
+
+/// The workflow timeout frozen in the snapshot of an accepted execution.
+async fn snapshot_timeout(db: &TestDb, accepted: &Value) -> Value {
+    let snapshot: Value =
+        sqlx::query_scalar("SELECT workflow_snapshot FROM executions WHERE id = $1::uuid")
+            .bind(accepted["execution_id"].as_str().unwrap())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    snapshot["workflow"]["settings"]["timeout"].clone()
 }

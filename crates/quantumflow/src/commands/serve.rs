@@ -19,7 +19,7 @@ pub(crate) async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}; free the address or pass --listen"))?;
     tracing::info!(address = %listen, "control plane listening");
-    let app = quantumflow_api::router(AppState { pool });
+    let app = quantumflow_api::router(AppState::new(pool));
     quantumflow_api::serve(listener, app, shutdown)
         .await
         .context("the HTTP server failed")?;
