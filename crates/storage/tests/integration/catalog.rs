@@ -559,6 +559,9 @@ async fn catalog(pool: &PgPool) -> Vec<String> {
          SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) \
          FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
            AND conrelid <> 'public._sqlx_migrations'::regclass \
+         UNION ALL \
+         SELECT 'options ' || relname || ' ' || array_to_string(reloptions, ',') \
+         FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL \
          ORDER BY 1",
     )
     .fetch_all(pool)
@@ -614,7 +617,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5]
+        [3, 4, 5, 6]
     );
 }
 
@@ -655,4 +658,26 @@ async fn a_database_migrated_by_a_newer_binary_is_recognised() {
     assert_eq!(report.unknown, [9999]);
     assert!(!report.is_current());
     assert!(err.to_string().contains("newer QuantumFlow"), "{err}");
+}
+
+#[tokio::test]
+async fn execution_pages_keep_room_for_updates_in_place() {
+    let db = migrated_empty_db().await;
+    let options = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, Option<Vec<String>>>(
+            "SELECT reloptions FROM pg_class WHERE oid = 'public.executions'::regclass",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let migrated = options(db.pool().clone()).await;
+    schema::revert(db.pool(), MigrationSet::quantumflow(), 5)
+        .await
+        .unwrap();
+    let reverted = options(db.pool().clone()).await;
+
+    assert_eq!(migrated, Some(vec!["fillfactor=50".to_owned()]));
+    assert_eq!(reverted, None);
 }

@@ -1,0 +1,1 @@
+ALTER TABLE executions RESET (fillfactor);
