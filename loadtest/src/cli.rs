@@ -178,7 +178,7 @@ pub(crate) struct Search {
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub(crate) step: Duration,
 
-    /// Trigger-to-completion p99 a step must stay under.
+    /// Webhook accept p99 and trigger-to-completion p99 a step must both stay under.
     #[arg(long, value_parser = parse_duration, default_value = "250ms")]
     pub(crate) slo: Duration,
 

@@ -396,13 +396,44 @@ fn judge_step(
     slo_ms: f64,
     grace: Duration,
 ) -> SearchStep {
-    let mut problems = Vec::new();
+    let accept = LatencySummary::from_histogram(&sent.latency);
     let failed: u64 = sent.errors.values().sum();
-    if failed > 0 {
-        problems.push(format!("{failed} webhooks failed"));
+    let problems = step_problems(failed, &accept, outcomes, slo_ms, grace);
+    SearchStep {
+        rate,
+        achieved_rate: sent.achieved_rate(),
+        accept,
+        completion: outcomes.completion,
+        unfinished_after_grace: outcomes.unfinished,
+        jobs_pending_at_end,
+        errors: sent.errors.clone(),
+        kept_up: problems.is_empty(),
+        problems,
+    }
+}
+
+/// What kept a step from keeping up; nothing when it did. The accept latency counts as much as
+/// the completion latency: a control plane that queues webhooks for seconds has not sustained
+/// the rate, even if every execution it let in finished quickly.
+fn step_problems(
+    failed_webhooks: u64,
+    accept: &LatencySummary,
+    outcomes: &Outcomes,
+    slo_ms: f64,
+    grace: Duration,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if failed_webhooks > 0 {
+        problems.push(format!("{failed_webhooks} webhooks failed"));
     }
     if outcomes.failed > 0 {
         problems.push(format!("{} executions failed", outcomes.failed));
+    }
+    if accept.p99_ms > slo_ms {
+        problems.push(format!(
+            "webhook accept p99 {:.1} ms > {slo_ms:.0} ms",
+            accept.p99_ms
+        ));
     }
     if outcomes.completion.p99_ms > slo_ms {
         problems.push(format!(
@@ -416,17 +447,7 @@ fn judge_step(
             outcomes.unfinished, grace
         ));
     }
-    SearchStep {
-        rate,
-        achieved_rate: sent.achieved_rate(),
-        accept: LatencySummary::from_histogram(&sent.latency),
-        completion: outcomes.completion,
-        unfinished_after_grace: outcomes.unfinished,
-        jobs_pending_at_end,
-        errors: sent.errors.clone(),
-        kept_up: problems.is_empty(),
-        problems,
-    }
+    problems
 }
 
 /// One execution of `tasks` sequential ~`sleep_ms` http tasks on one worker process.
@@ -547,4 +568,39 @@ fn receiver_delta(
             sleeps: now.sleeps - before.sleeps,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(p99_ms: f64) -> LatencySummary {
+        LatencySummary {
+            p99_ms,
+            ..LatencySummary::default()
+        }
+    }
+
+    #[test]
+    fn a_step_keeps_up_only_with_both_latencies_under_the_slo() {
+        let grace = Duration::from_secs(1);
+        let fast = Outcomes {
+            completion: latency(40.0),
+            ..Outcomes::default()
+        };
+        let slow = Outcomes {
+            completion: latency(300.0),
+            ..Outcomes::default()
+        };
+
+        assert!(step_problems(0, &latency(20.0), &fast, 250.0, grace).is_empty());
+        let queued = step_problems(0, &latency(8000.0), &fast, 250.0, grace);
+        assert_eq!(queued, ["webhook accept p99 8000.0 ms > 250 ms"]);
+        let late = step_problems(0, &latency(20.0), &slow, 250.0, grace);
+        assert_eq!(late, ["trigger→completion p99 300.0 ms > 250 ms"]);
+        assert_eq!(
+            step_problems(3, &latency(20.0), &fast, 250.0, grace).len(),
+            1
+        );
+    }
 }
