@@ -22,6 +22,9 @@ use apalis_core::backend::persistence::{
     Persisted, Persistence, State, TaskEvent, TaskPersistLayer,
 };
 use apalis_core::backend::{Backend, BackendConfig, TaskResult, WireFormatBackend};
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::status::Status;
+use apalis_core::task::task_id::{TaskId, TaskIdError};
 use apalis_core::worker::context::WorkerContext;
 use apalis_postgres::{Config, Error, PgTask, queries};
 use futures_util::task::AtomicWaker;
@@ -219,6 +222,59 @@ impl WireFormatBackend for NodeRunBackend {
     }
 }
 
+/// Takes up to `$3` due jobs of queue `$2` for worker `$1`: the body of apalis-postgres's
+/// `apalis.get_jobs` function, sent as a prepared statement instead. A SQL function whose body is
+/// an UPDATE cannot be inlined, so PostgreSQL parses and plans `get_jobs`'s body on every call;
+/// a prepared statement is parsed once per connection.
+const FETCH_SQL: &str = "
+    WITH due AS (
+        SELECT id FROM apalis.jobs
+        WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+          AND run_at < now() AND job_type = $2
+        ORDER BY priority DESC, run_at ASC
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE apalis.jobs AS j
+    SET status = 'Queued', lock_by = $1, lock_at = now()
+    FROM due
+    WHERE j.id = due.id
+    RETURNING j.id, j.job, j.attempts, j.max_attempts, j.priority,
+              extract(epoch FROM j.run_at)::int8 AS run_at";
+
+/// A job as [`FETCH_SQL`] returns it.
+#[derive(sqlx::FromRow)]
+struct FetchedJob {
+    id: String,
+    job: Vec<u8>,
+    attempts: i32,
+    max_attempts: i32,
+    priority: Option<i32>,
+    run_at: i64,
+}
+
+impl FetchedJob {
+    /// The task as apalis-postgres would have built it from the same row.
+    fn into_task(self, config: &Config, worker: &WorkerContext) -> Result<PgTask, Error> {
+        let id = ulid::Ulid::from_string(&self.id)
+            .map_err(|e| Error::TaskIdError(TaskIdError::Decode(e.to_string())))?;
+        Ok(TaskBuilder::new(self.job)
+            .task_id(TaskId::from_ulid(id))
+            .queue(config.queue.clone())
+            .status(Status::Queued)
+            .attempt(usize::try_from(self.attempts).unwrap_or_default())
+            .max_attempts(usize::try_from(self.max_attempts).unwrap_or_default())
+            .priority(
+                self.priority
+                    .and_then(|p| usize::try_from(p).ok())
+                    .unwrap_or_default(),
+            )
+            .run_at_timestamp(u64::try_from(self.run_at).unwrap_or_default())
+            .lock_by(Some(worker.name().to_owned()))
+            .build())
+    }
+}
+
 /// apalis-postgres's own queries, in the transactions its storage uses.
 #[derive(Debug, Clone)]
 struct Store {
@@ -277,8 +333,15 @@ impl Persistence for Store {
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
-        let mut conn = self.pool.acquire().await?;
-        queries::fetch_next(&mut *conn, &self.config, worker).await
+        let rows: Vec<FetchedJob> = sqlx::query_as(FETCH_SQL)
+            .bind(worker.name())
+            .bind(self.queue())
+            .bind(i32::try_from(self.config.batch_size).unwrap_or(i32::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| row.into_task(&self.config, worker))
+            .collect()
     }
 
     async fn handle_events(
