@@ -124,10 +124,7 @@ pub async fn start(
             NodeState::Done(Outcome::Skipped) => "skipped",
             NodeState::Waiting | NodeState::Ready => "pending",
         };
-        let policy = plan
-            .settings
-            .retry_policy_for(&node.config)
-            .unwrap_or(plan.settings.retry_policy);
+        let policy = policy_of(&plan, i);
         planned.push(PlannedRun {
             node_id: node.id,
             node_name: &node.name,
@@ -219,6 +216,27 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// An attempt of a claimed run whose input and config are not rendered yet.
+    fn unprepared(
+        claim: Claim,
+        plan: Arc<Plan>,
+        index: usize,
+        carrier: Uuid,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Self {
+            policy: policy_of(&plan, index),
+            claim,
+            plan,
+            index,
+            input: json!({}),
+            config: json!({}),
+            carrier,
+            deadline,
+            scope: Scope::new(),
+        }
+    }
+
     /// The node being run.
     pub fn node(&self) -> &snapshot::SnapshotNode {
         self.plan.node(self.index)
@@ -285,66 +303,34 @@ impl Engine {
             return Ok(Begin::Nothing);
         };
         let plan = self.plan(claim.execution_id).await?;
-        let Some(index) = plan.index_of(claim.node_id) else {
-            return Err(PlanError::Unreadable(format!(
-                "no node {} in the snapshot",
-                claim.node_id
-            ))
-            .into());
-        };
-        let node = plan.node(index);
-        let policy = plan
-            .settings
-            .retry_policy_for(&node.config)
-            .unwrap_or(plan.settings.retry_policy);
+        let index = node_index(&plan, claim.node_id)?;
         let deadline = claim
             .seconds_left
             .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        let seconds_left = claim.seconds_left;
+        let attempt = Attempt::unprepared(claim, plan, index, job.node_run_id, deadline);
 
-        let attempt = |input: Value, config: Value, scope: Scope| Attempt {
-            claim: claim.clone(),
-            plan: Arc::clone(&plan),
-            index,
-            input,
-            config,
-            policy,
-            carrier: job.node_run_id,
-            deadline,
-            scope,
-        };
-        if claim.seconds_left.is_some_and(|left| left <= 0.0) {
-            let timeout = plan.settings.timeout.unwrap_or_default();
+        if seconds_left.is_some_and(|left| left <= 0.0) {
+            let timeout = attempt.plan.settings.timeout.unwrap_or_default();
             let message = format!("the execution timed out after {timeout} s");
-            self.time_out(&attempt(json!({}), json!({}), Scope::new()), &message)
-                .await?;
+            self.time_out(&attempt, &message).await?;
             return Ok(Begin::Nothing);
         }
-        if claim.attempt as u32 > policy.max_attempts() {
+        if attempt.claim.attempt as u32 > attempt.policy.max_attempts() {
             // The earlier attempts ended without reporting: their workers died. A node that
             // keeps killing its worker must stop being retried somewhere.
             let message = format!(
                 "gave up after {} attempts; the workers running it stopped without reporting",
-                claim.attempt - 1
+                attempt.claim.attempt - 1
             );
-            self.finish(
-                &attempt(json!({}), json!({}), Scope::new()),
-                Err(&message),
-                None,
-            )
-            .await?;
+            self.finish(&attempt, Err(&message), None).await?;
             return Ok(Begin::Nothing);
         }
 
-        match self.prepare(&plan, index, &claim, None).await {
-            Ok((input, config, scope)) => Ok(Begin::Run(Box::new(attempt(input, config, scope)))),
-            // The database failing is not the node's fault: the job is delivered again.
-            Err(PrepareError::Storage(err)) => Err(err.into()),
-            Err(err) => {
-                let failed = attempt(json!({}), json!({}), Scope::new());
-                self.finish(&failed, Err(&err.to_string()), None).await?;
-                Ok(Begin::Nothing)
-            }
-        }
+        Ok(match self.fill(attempt, None).await? {
+            Some(attempt) => Begin::Run(attempt),
+            None => Begin::Nothing,
+        })
     }
 
     /// Records a successful attempt. `hold` delays the successors' jobs (a delay node).
@@ -442,53 +428,51 @@ impl Engine {
         target: &Target,
         previous_output: &Value,
     ) -> Result<Option<Box<Attempt>>, EngineError> {
-        let plan = &previous.plan;
-        let Some(index) = plan.index_of(target.node_id) else {
-            return Err(PlanError::Unreadable(format!(
-                "no node {} in the snapshot",
-                target.node_id
-            ))
-            .into());
-        };
+        let plan = Arc::clone(&previous.plan);
+        let index = node_index(&plan, target.node_id)?;
         let node = plan.node(index);
-        let policy = plan
-            .settings
-            .retry_policy_for(&node.config)
-            .unwrap_or(plan.settings.retry_policy);
         let claim = Claim {
             id: target.id,
             execution_id: target.execution_id,
             node_id: target.node_id,
             node_name: node.name.clone(),
             attempt: target.attempt,
-            max_retries: policy.max_retries.min(i32::MAX as u32) as i32,
+            max_retries: policy_of(&plan, index).max_retries.min(i32::MAX as u32) as i32,
             started_at: target.started_at.unwrap_or_else(chrono::Utc::now),
             seconds_left: previous.time_left().map(|d| d.as_secs_f64()),
             trigger_data: previous.claim.trigger_data.clone(),
         };
-        let attempt = |input: Value, config: Value, scope: Scope| Attempt {
-            claim: claim.clone(),
-            plan: Arc::clone(plan),
-            index,
-            input,
-            config,
-            policy,
-            carrier: previous.carrier,
-            deadline: previous.deadline,
-            scope,
-        };
+        let attempt = Attempt::unprepared(claim, plan, index, previous.carrier, previous.deadline);
+
         if previous.time_left().is_some_and(|left| left.is_zero()) {
-            self.expire(&attempt(json!({}), json!({}), Scope::new()))
-                .await?;
+            self.expire(&attempt).await?;
             return Ok(None);
         }
-        let known = (previous.index, previous_output);
-        match self.prepare(plan, index, &claim, Some(known)).await {
-            Ok((input, config, scope)) => Ok(Some(Box::new(attempt(input, config, scope)))),
+        self.fill(attempt, Some((previous.index, previous_output)))
+            .await
+    }
+
+    /// Renders a claimed attempt's input and config. A node whose input cannot be rendered
+    /// fails (and `None` is returned); a database error is returned for the job to be retried.
+    async fn fill(
+        &self,
+        mut attempt: Attempt,
+        known: Option<(usize, &Value)>,
+    ) -> Result<Option<Box<Attempt>>, EngineError> {
+        let prepared = self
+            .prepare(&attempt.plan, attempt.index, &attempt.claim, known)
+            .await;
+        match prepared {
+            Ok((input, config, scope)) => {
+                attempt.input = input;
+                attempt.config = config;
+                attempt.scope = scope;
+                Ok(Some(Box::new(attempt)))
+            }
+            // The database failing is not the node's fault: the job is delivered again.
             Err(PrepareError::Storage(err)) => Err(err.into()),
             Err(err) => {
-                let failed = attempt(json!({}), json!({}), Scope::new());
-                self.finish(&failed, Err(&err.to_string()), None).await?;
+                self.finish(&attempt, Err(&err.to_string()), None).await?;
                 Ok(None)
             }
         }
@@ -804,6 +788,19 @@ impl Engine {
             }
         });
     }
+}
+
+/// The index of `node_id` in the execution's snapshot.
+fn node_index(plan: &Plan, node_id: Uuid) -> Result<usize, EngineError> {
+    plan.index_of(node_id)
+        .ok_or_else(|| PlanError::Unreadable(format!("no node {node_id} in the snapshot")).into())
+}
+
+/// The retry policy of the node at `index`: its own, or the workflow's.
+fn policy_of(plan: &Plan, index: usize) -> RetryPolicy {
+    plan.settings
+        .retry_policy_for(&plan.node(index).config)
+        .unwrap_or(plan.settings.retry_policy)
 }
 
 /// Applies edge decisions to the successors' counters, skipping and queueing as they become
