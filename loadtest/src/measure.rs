@@ -160,7 +160,8 @@ pub(crate) async fn outcomes(pool: &PgPool, window: Window<'_>) -> Result<Outcom
     let (node_runs, retries, skipped, first_started): (i64, i64, i64, Option<DateTime<Utc>>) =
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE r.status IN ('success', 'failed')),
-                    coalesce(sum(r.retry_count) FILTER (WHERE r.status IN ('success', 'failed')), 0)::int8,
+                    coalesce(sum(r.retry_count)
+                             FILTER (WHERE r.status IN ('success', 'failed')), 0)::int8,
                     count(*) FILTER (WHERE r.status = 'skipped'),
                     min(r.started_at)
              FROM node_runs r
@@ -218,7 +219,8 @@ pub(crate) async fn hop_micros(pool: &PgPool, window: Window<'_>) -> Result<Vec<
     sqlx::query_scalar(
         "SELECT hop FROM (
              SELECT (extract(epoch FROM r.completed_at - lag(r.completed_at)
-                         OVER (PARTITION BY r.execution_id ORDER BY r.node_name)) * 1e6)::int8 AS hop
+                         OVER (PARTITION BY r.execution_id ORDER BY r.node_name)) * 1e6)::int8
+                AS hop
              FROM node_runs r
              JOIN executions e ON e.id = r.execution_id
              WHERE e.workflow_id = $1 AND e.status = 'success'

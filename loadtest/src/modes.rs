@@ -263,7 +263,8 @@ pub(crate) async fn open_loop(
     };
     deployment.close().await;
     crate::note(format_args!(
-        "{label}: accept p50 {:.2} ms p99 {:.2} ms, completion p50 {:.1} ms p99 {:.1} ms, {} errors",
+        "{label}: accept p50 {:.2} ms p99 {:.2} ms, \
+         completion p50 {:.1} ms p99 {:.1} ms, {} errors",
         run.accept.p50_ms,
         run.accept.p99_ms,
         run.outcomes.completion.p50_ms,
@@ -492,7 +493,8 @@ pub(crate) async fn sequential(
         timing,
     };
     crate::note(format_args!(
-        "{label}: {} in {:.2} s, {:.2} ms overhead per task ({:.2} ms counted as the Windmill study does)",
+        "{label}: {} in {:.2} s, {:.2} ms overhead per task \
+         ({:.2} ms counted as the Windmill study does)",
         result.timing.status,
         result.timing.wall_seconds,
         result.overhead_per_task_ms,

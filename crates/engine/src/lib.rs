@@ -517,7 +517,12 @@ impl Engine {
             if released {
                 self.wake_after(delay);
             }
-            tracing::info!(attempt = number, delay_ms = delay.as_millis() as u64, error.message = %failure.message, "node failed; retry scheduled");
+            tracing::info!(
+                attempt = number,
+                delay_ms = delay.as_millis() as u64,
+                error.message = %failure.message,
+                "node failed; retry scheduled"
+            );
             return Ok(());
         }
         self.finish(attempt, Err(&failure.message), None).await

@@ -544,7 +544,12 @@ pub async fn find_active_webhook(
     if let (Some(first), Some(_)) = (&first, rows.next()) {
         // Activation refuses a second claim on a method and path, so this means the rows were
         // written around that check; serve the oldest and say so loudly.
-        tracing::warn!(workflow.id = %first.id, method, path, "several active workflows claim one webhook");
+        tracing::warn!(
+            workflow.id = %first.id,
+            method,
+            path,
+            "several active workflows claim one webhook"
+        );
     }
     Ok(first)
 }

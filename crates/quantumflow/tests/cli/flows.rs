@@ -165,7 +165,8 @@ async fn an_untaken_branch_is_skipped_and_the_join_after_it_still_fires() {
         {"name": "big", "type": "transform", "config": {"template": {"size": "big"}}},
         {"name": "small", "type": "transform", "config": {"template": {"size": "small"}}},
         {"name": "after_small", "type": "transform", "config": {"template": {"x": 1}}},
-        {"name": "join", "type": "transform", "config": {"template": {"joined": "{{input.big.size}}"}}}
+        {"name": "join", "type": "transform",
+         "config": {"template": {"joined": "{{input.big.size}}"}}}
     ]);
     let edges = json!([
         {"source": "start", "target": "check"},
@@ -214,7 +215,8 @@ async fn an_error_edge_handles_a_failure_and_the_execution_succeeds() {
          "config": {"connector": "http", "url": format!("http://{}/reject", receiver.address)}},
         {"name": "next", "type": "transform", "config": {"template": {"x": 1}}},
         {"name": "alert", "type": "transform",
-         "config": {"template": {"failed": "{{input.error.node}}", "why": "{{input.error.message}}"}}}
+         "config": {"template": {"failed": "{{input.error.node}}",
+                                 "why": "{{input.error.message}}"}}}
     ]);
     let edges = json!([
         {"source": "start", "target": "call"},
@@ -302,7 +304,8 @@ async fn retries_follow_the_policy_and_are_spaced_by_the_queue() {
     let nodes = json!([
         {"name": "start", "type": "trigger"},
         {"name": "flaky", "type": "action",
-         "config": {"connector": "http", "method": "POST", "url": format!("http://{}/flaky", receiver.address),
+         "config": {"connector": "http", "method": "POST",
+                    "url": format!("http://{}/flaky", receiver.address),
                     "body": {"hello": "world"}}}
     ]);
     let edges = json!([{"source": "start", "target": "flaky"}]);
@@ -413,7 +416,8 @@ async fn a_job_delivered_again_changes_nothing() {
         {"name": "start", "type": "trigger"},
         {"name": "shape", "type": "transform", "config": {"template": {"n": "{{input.n}}"}}},
         {"name": "send", "type": "action",
-         "config": {"connector": "http", "method": "POST", "url": format!("http://{}/once", receiver.address),
+         "config": {"connector": "http", "method": "POST",
+                    "url": format!("http://{}/once", receiver.address),
                     "body": "{{input}}"}}
     ]);
     let edges =
@@ -587,7 +591,8 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
         {"name": "start", "type": "trigger"},
         {"name": "prep", "type": "transform", "config": {"template": {"ready": true}}},
         {"name": "call", "type": "action",
-         "config": {"connector": "http", "url": format!("http://{}/hang", receiver.address), "timeout": 600}},
+         "config": {"connector": "http", "url": format!("http://{}/hang", receiver.address),
+                    "timeout": 600}},
         {"name": "after", "type": "transform", "config": {"template": {"done": true}}}
     ]);
     let edges = json!([
@@ -666,10 +671,13 @@ async fn scripts_and_slack_messages_run_from_the_snapshot() {
     .unwrap();
     let nodes = json!([
         {"name": "signup", "type": "trigger"},
-        {"name": "compose", "type": "transform", "config": {"script":
-            "let output = #{ text: `New user: ${input.username} (${input.email})`, n: input.seats * 2 };"}},
-        {"name": "post", "type": "action", "config": {"connector": "slack", "connector_id": slack.id,
-                                                      "channel": "#signups", "message": "{{input.text}}"}}
+        {"name": "compose", "type": "transform", "config": {"script": concat!(
+            "let output = #{ text: `New user: ${input.username} (${input.email})`, ",
+            "n: input.seats * 2 };"
+        )}},
+        {"name": "post", "type": "action",
+         "config": {"connector": "slack", "connector_id": slack.id,
+                    "channel": "#signups", "message": "{{input.text}}"}}
     ]);
     let edges =
         json!([{"source": "signup", "target": "compose"}, {"source": "compose", "target": "post"}]);
@@ -702,7 +710,8 @@ async fn continue_lets_other_branches_finish_and_still_fails_the_execution() {
         {"name": "bad", "type": "action",
          "config": {"connector": "http", "url": format!("http://{}/bad", receiver.address)}},
         {"name": "good", "type": "transform", "config": {"template": {"ok": true}}},
-        {"name": "after_good", "type": "transform", "config": {"template": {"still": "{{input.ok}}"}}}
+        {"name": "after_good", "type": "transform",
+         "config": {"template": {"still": "{{input.ok}}"}}}
     ]);
     let edges = json!([
         {"source": "start", "target": "bad"},
@@ -781,7 +790,8 @@ async fn an_execution_deadline_stops_a_node_still_running() {
     let nodes = json!([
         {"name": "start", "type": "trigger"},
         {"name": "call", "type": "action",
-         "config": {"connector": "http", "url": format!("http://{}/slow", receiver.address), "timeout": 60}}
+         "config": {"connector": "http", "url": format!("http://{}/slow", receiver.address),
+                    "timeout": 60}}
     ]);
     let edges = json!([{"source": "start", "target": "call"}]);
     let id = create_workflow(cluster.api, &workflow(json!({"timeout": 2}), nodes, edges)).await;
@@ -835,7 +845,8 @@ async fn a_delay_holds_its_successor_back_through_the_queue() {
         {"name": "start", "type": "trigger"},
         {"name": "wait", "type": "delay", "config": {"seconds": 2}},
         {"name": "after", "type": "transform",
-         "config": {"template": {"passed": "{{input.x}}", "from_start": "{{nodes.start.output.x}}"}}}
+         "config": {"template": {"passed": "{{input.x}}",
+                                 "from_start": "{{nodes.start.output.x}}"}}}
     ]);
     let edges =
         json!([{"source": "start", "target": "wait"}, {"source": "wait", "target": "after"}]);
