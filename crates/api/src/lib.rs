@@ -10,6 +10,7 @@
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
+//! - [`starter`]: committing accepted triggers in groups.
 //! - [`workflows`]: creating and reading workflows (`/api/v1/workflows`).
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod health;
+pub mod starter;
 pub mod triggers;
 pub mod workflows;
 
@@ -47,12 +49,16 @@ pub struct AppState {
     pub pool: PgPool,
     /// Workflow documents for starting executions.
     pub documents: Arc<documents::Documents>,
+    /// Where accepted triggers go to be committed.
+    pub starter: starter::Starter,
 }
 
 impl AppState {
-    /// State for handlers using `pool`, with an empty document cache.
+    /// State for handlers using `pool`, with an empty document cache and the writers of
+    /// accepted triggers spawned on the current runtime.
     pub fn new(pool: PgPool) -> Self {
         Self {
+            starter: starter::Starter::spawn(&pool),
             pool,
             documents: Arc::default(),
         }

@@ -3,7 +3,8 @@
 //! `{METHOD} /webhook/...` starts the active workflow whose `trigger_config` claims that method
 //! and path; `POST /api/v1/workflows/{id}/executions` starts a workflow by id with the request
 //! body as its input. Both answer `202 Accepted` with the new execution's id and where to watch
-//! it, once the execution, its node runs and its first jobs are committed together.
+//! it, once the execution, its node runs and its first jobs are committed together (with other
+//! triggers accepted at the same moment, see [`crate::starter`]).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,11 +12,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use quantumflow_domain::WorkflowStatus;
-use quantumflow_engine::{EngineError, Trigger};
+use quantumflow_engine::{EngineError, Start, Trigger};
 use quantumflow_storage::workflows::{self, Workflow};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::starter::StartError;
 use crate::{ApiError, AppState};
 
 /// Request headers never copied into `trigger_data`: they carry credentials.
@@ -28,6 +30,17 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(storage) => storage.into(),
             EngineError::Queue(queue) => Self::Internal(Box::new(queue)),
             batch @ EngineError::Batch(_) => Self::Internal(Box::new(batch)),
+        }
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(err: StartError) -> Self {
+        match err {
+            StartError::Engine(engine) => engine.into(),
+            busy @ (StartError::Busy | StartError::Unavailable | StartError::Stopped) => {
+                Self::Unavailable(busy.to_string())
+            }
         }
     }
 }
@@ -92,22 +105,17 @@ pub async fn execute(
     accept(&state, &workflow, trigger).await
 }
 
-/// Starts the execution in one transaction and answers 202.
+/// Starts the execution, committed with whatever other triggers are being accepted, and
+/// answers 202.
 async fn accept(
     state: &AppState,
     workflow: &Workflow,
     trigger: Trigger,
 ) -> Result<Response, ApiError> {
     let doc = state.documents.of(&state.pool, workflow).await?;
-    let mut tx = state
-        .pool
-        .begin()
-        .await
-        .map_err(quantumflow_storage::StorageError::from)?;
-    let execution_id = quantumflow_engine::start(&mut tx, &doc, trigger).await?;
-    tx.commit()
-        .await
-        .map_err(quantumflow_storage::StorageError::from)?;
+    let start = Start::prepare(&doc, trigger)?;
+    let execution_id = start.execution_id();
+    state.starter.start(start).await?;
 
     let status_url = format!("/api/v1/executions/{execution_id}");
     tracing::info!(execution.id = %execution_id, workflow.id = %workflow.id, "execution accepted");

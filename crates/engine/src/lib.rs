@@ -1,7 +1,8 @@
 //! The execution engine: how executions start, how node outcomes move them along, and how
 //! they finish.
 //!
-//! The control plane calls [`start`] inside the transaction that accepts a trigger. Workers
+//! The control plane decides a start with [`Start::prepare`] and writes it, alone or with
+//! others, with [`start_all`] in the transaction that accepts the trigger. Workers
 //! call [`Engine::begin`] for each node-run job, run the node, and report with
 //! [`Engine::succeed`] or [`Engine::fail`]. Every transition is one transaction: the node run's
 //! row, the counters of its successors, the jobs of those that became ready, and, when nothing
@@ -77,116 +78,221 @@ pub struct Trigger {
     pub triggered_by: Option<Uuid>,
 }
 
+/// Why a node run that was never started is over, when the trigger itself failed.
+const TRIGGER_FAILED: &str = "cancelled: the trigger failed";
+
+/// An execution decided in memory and not yet written: its snapshot, the first state of every
+/// node run, and the jobs to queue. [`Start::prepare`] does the deciding, which needs no
+/// database, so that [`start_all`] can write many of them with a few statements.
+#[derive(Debug)]
+pub struct Start {
+    id: Uuid,
+    workflow_id: Uuid,
+    workflow_name: String,
+    workflow_version: i32,
+    trigger: Trigger,
+    snapshot_json: Value,
+    plan: Plan,
+    runs: Vec<FirstState>,
+    /// Node runs to queue now.
+    ready: Vec<Uuid>,
+    /// Final status, output and error of an execution that ends with its trigger.
+    end: Option<(&'static str, Value, Option<String>)>,
+}
+
+/// A node run as it is first written.
+#[derive(Debug)]
+struct FirstState {
+    id: Uuid,
+    status: &'static str,
+    error: Option<&'static str>,
+    max_retries: i32,
+    undecided_edges: i32,
+    fired_edges: i32,
+}
+
+impl Start {
+    /// Decides how `trigger` starts `doc`: the trigger's edges, which nodes are ready, and
+    /// whether the execution is over before any worker sees it.
+    pub fn prepare(doc: &WorkflowDocument, trigger: Trigger) -> Result<Self, EngineError> {
+        let snapshot = Snapshot::of(doc);
+        let snapshot_json =
+            serde_json::to_value(&snapshot).map_err(|e| PlanError::Unreadable(e.to_string()))?;
+        let plan = Plan::new(snapshot)?;
+        let trigger_index = plan.graph.trigger();
+
+        // Decide the trigger's edges in memory: nothing is stored yet, so the node runs can be
+        // written once, already in their first state.
+        let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
+        let mut progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
+        let scope = Scope::new()
+            .with("output", trigger.input.clone())
+            .with("input", trigger.input.clone());
+        let mut trigger_error = None;
+        if let Err(err) = progress.finish(trigger_index, Outcome::Succeeded, |edge| {
+            let edge = &plan.snapshot.edges[edge];
+            expr::condition_holds(&edge.condition, &scope)
+        }) {
+            // A condition that cannot be evaluated is the trigger's failure, not a silent "no".
+            trigger_error = Some(format!("condition of an outgoing edge: {err}"));
+            let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
+            progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
+            progress
+                .finish(trigger_index, Outcome::Failed, |_| {
+                    Ok::<_, ExprError>(false)
+                })
+                .ok();
+        }
+        let trigger_failed = trigger_error.is_some();
+
+        let runs: Vec<FirstState> = plan
+            .snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                let (status, error) = match progress.states()[i] {
+                    NodeState::Done(Outcome::Succeeded) => ("success", None),
+                    NodeState::Done(Outcome::Failed) => ("failed", None),
+                    NodeState::Done(Outcome::Skipped) => ("skipped", None),
+                    // Nothing runs after a failed trigger.
+                    NodeState::Waiting | NodeState::Ready if trigger_failed => {
+                        ("skipped", Some(TRIGGER_FAILED))
+                    }
+                    NodeState::Waiting | NodeState::Ready => ("pending", None),
+                };
+                FirstState {
+                    id: Uuid::now_v7(),
+                    status,
+                    error,
+                    max_retries: policy_of(&plan, i).max_retries.min(i32::MAX as u32) as i32,
+                    undecided_edges: progress.undecided(i) as i32,
+                    fired_edges: progress.fired(i) as i32,
+                }
+            })
+            .collect();
+
+        let (ready, end) = if progress.is_finished() || trigger_failed {
+            let failed = progress.has_unhandled_failure();
+            let (status, output) = if failed {
+                ("failed", json!({}))
+            } else {
+                ("success", trigger.input.clone())
+            };
+            (Vec::new(), Some((status, output, trigger_error)))
+        } else {
+            let ready = progress.ready().into_iter().map(|i| runs[i].id).collect();
+            (ready, None)
+        };
+        Ok(Self {
+            id: Uuid::now_v7(),
+            workflow_id: doc.workflow.id,
+            workflow_name: doc.workflow.name.clone(),
+            workflow_version: doc.workflow.version,
+            trigger,
+            snapshot_json,
+            plan,
+            runs,
+            ready,
+            end,
+        })
+    }
+
+    /// The id the execution will have.
+    pub fn execution_id(&self) -> Uuid {
+        self.id
+    }
+}
+
 /// Starts an execution of `doc` in the caller's transaction: the execution row with its
-/// snapshot, one node run per node, the trigger's successors queued, the workflow counted.
+/// snapshot, one node run per node, the trigger's successors queued.
 pub async fn start(
     conn: &mut PgConnection,
     doc: &WorkflowDocument,
     trigger: Trigger,
 ) -> Result<Uuid, EngineError> {
-    let snapshot = Snapshot::of(doc);
-    let snapshot_json =
-        serde_json::to_value(&snapshot).map_err(|e| PlanError::Unreadable(e.to_string()))?;
-    let plan = Plan::new(snapshot)?;
-    let trigger_index = plan.graph.trigger();
+    let start = Start::prepare(doc, trigger)?;
+    start_all(conn, std::slice::from_ref(&start)).await?;
+    Ok(start.id)
+}
 
-    // Decide the trigger's edges in memory: nothing is stored yet, so the node runs can be
-    // written once, already in their first state.
-    let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
-    let mut progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
-    let scope = Scope::new()
-        .with("output", trigger.input.clone())
-        .with("input", trigger.input.clone());
-    let mut trigger_outcome = Outcome::Succeeded;
-    let mut trigger_error = None;
-    if let Err(err) = progress.finish(trigger_index, Outcome::Succeeded, |edge| {
-        let edge = &plan.snapshot.edges[edge];
-        expr::condition_holds(&edge.condition, &scope)
-    }) {
-        // A condition that cannot be evaluated is the trigger's failure, not a silent "no".
-        trigger_error = Some(format!("condition of an outgoing edge: {err}"));
-        trigger_outcome = Outcome::Failed;
-        let enabled = plan.snapshot.nodes.iter().map(|n| n.is_enabled).collect();
-        progress = Progress::start(&plan.graph, enabled, plan.settings.error_handling);
-        progress
-            .finish(trigger_index, Outcome::Failed, |_| {
-                Ok::<_, ExprError>(false)
-            })
-            .ok();
-    }
-
+/// Writes prepared executions in the caller's transaction, with as many statements for all of
+/// them as [`start`] takes for one: executions, node runs, jobs, and the counters of those
+/// that ended with their trigger.
+pub async fn start_all(conn: &mut PgConnection, starts: &[Start]) -> Result<(), EngineError> {
     let empty = json!({});
-    let mut planned = Vec::with_capacity(plan.snapshot.nodes.len());
-    for (i, node) in plan.snapshot.nodes.iter().enumerate() {
-        let status = match progress.states()[i] {
-            NodeState::Done(Outcome::Succeeded) => "success",
-            NodeState::Done(Outcome::Failed) => "failed",
-            NodeState::Done(Outcome::Skipped) => "skipped",
-            NodeState::Waiting | NodeState::Ready => "pending",
-        };
-        let policy = policy_of(&plan, i);
-        planned.push(PlannedRun {
-            node_id: node.id,
-            node_name: &node.name,
-            node_type: node.kind.as_str(),
-            status,
-            output: if i == trigger_index {
-                &trigger.input
-            } else {
-                &empty
-            },
-            max_retries: policy.max_retries.min(i32::MAX as u32) as i32,
-            undecided_edges: progress.undecided(i) as i32,
-            fired_edges: progress.fired(i) as i32,
-        });
-    }
+    let planned: Vec<Vec<PlannedRun<'_>>> = starts
+        .iter()
+        .map(|start| {
+            let trigger_index = start.plan.graph.trigger();
+            start
+                .plan
+                .snapshot
+                .nodes
+                .iter()
+                .zip(&start.runs)
+                .enumerate()
+                .map(|(i, (node, run))| PlannedRun {
+                    id: run.id,
+                    node_id: node.id,
+                    node_name: &node.name,
+                    node_type: node.kind.as_str(),
+                    status: run.status,
+                    output: if i == trigger_index {
+                        &start.trigger.input
+                    } else {
+                        &empty
+                    },
+                    error: run.error,
+                    max_retries: run.max_retries,
+                    undecided_edges: run.undecided_edges,
+                    fired_edges: run.fired_edges,
+                })
+                .collect()
+        })
+        .collect();
+    let executions: Vec<StartedExecution<'_>> = starts
+        .iter()
+        .zip(&planned)
+        .map(|(start, runs)| {
+            let (status, output, error) = match &start.end {
+                Some((status, output, error)) => (*status, output, error.as_deref()),
+                None => ("running", &empty, None),
+            };
+            StartedExecution {
+                id: start.id,
+                workflow_id: start.workflow_id,
+                workflow_name: &start.workflow_name,
+                workflow_version: start.workflow_version,
+                status,
+                trigger_type: start.trigger.trigger_type,
+                trigger_data: &start.trigger.trigger_data,
+                workflow_snapshot: &start.snapshot_json,
+                input_data: &start.trigger.input,
+                output_data: output,
+                error,
+                triggered_by: start.trigger.triggered_by,
+                timeout_seconds: start.plan.settings.timeout,
+                runs,
+            }
+        })
+        .collect();
+    runs::start(&mut *conn, &executions).await?;
 
-    let started = StartedExecution {
-        workflow_id: doc.workflow.id,
-        workflow_name: &doc.workflow.name,
-        workflow_version: doc.workflow.version,
-        trigger_type: trigger.trigger_type,
-        trigger_data: &trigger.trigger_data,
-        workflow_snapshot: &snapshot_json,
-        input_data: &trigger.input,
-        triggered_by: trigger.triggered_by,
-        timeout_seconds: plan.settings.timeout,
-    };
-    let (execution_id, run_ids) = runs::start(&mut *conn, &started, &planned).await?;
-    let run_of: HashMap<Uuid, Uuid> = run_ids.into_iter().collect();
-
-    let jobs: Vec<(NodeRunJob, Duration)> = progress
-        .ready()
-        .into_iter()
-        .filter_map(|i| run_of.get(&plan.node(i).id))
-        .map(|&node_run_id| {
-            (
-                NodeRunJob {
-                    execution_id,
+    let jobs: Vec<(NodeRunJob, Duration)> = starts
+        .iter()
+        .flat_map(|start| {
+            start.ready.iter().map(|&node_run_id| {
+                let job = NodeRunJob {
+                    execution_id: start.id,
                     node_run_id,
-                },
-                Duration::ZERO,
-            )
+                };
+                (job, Duration::ZERO)
+            })
         })
         .collect();
     quantumflow_queue::push_node_runs(&mut *conn, &jobs).await?;
-
-    if progress.is_finished() || trigger_outcome == Outcome::Failed {
-        let failed = progress.has_unhandled_failure();
-        let status = if failed { "failed" } else { "success" };
-        let error = trigger_error.as_deref();
-        let output = if failed {
-            json!({})
-        } else {
-            trigger.input.clone()
-        };
-        if trigger_outcome == Outcome::Failed {
-            runs::cancel_unstarted(&mut *conn, execution_id, "cancelled: the trigger failed")
-                .await?;
-        }
-        runs::finish_execution(&mut *conn, execution_id, status, &output, error).await?;
-    }
-    Ok(execution_id)
+    Ok(())
 }
 
 /// A claimed node run, ready for a worker to execute.

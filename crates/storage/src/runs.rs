@@ -15,16 +15,20 @@ use crate::Result;
 /// A node run to create when an execution starts.
 #[derive(Debug, Clone)]
 pub struct PlannedRun<'a> {
+    /// Its id, chosen by the caller.
+    pub id: Uuid,
     /// The node, by id.
     pub node_id: Uuid,
     /// Its name.
     pub node_name: &'a str,
     /// Its type.
     pub node_type: &'a str,
-    /// `pending`, or `success`/`skipped` for nodes decided before any worker runs.
+    /// `pending`, or `success`/`failed`/`skipped` for nodes decided before any worker runs.
     pub status: &'a str,
     /// Output, for nodes that already succeeded (the trigger).
     pub output: &'a Value,
+    /// Why a node decided at the start did not run.
+    pub error: Option<&'a str>,
     /// Retries the node may use.
     pub max_retries: i32,
     /// Incoming edges still undecided.
@@ -33,15 +37,19 @@ pub struct PlannedRun<'a> {
     pub fired_edges: i32,
 }
 
-/// An execution to create, already running.
+/// An execution to create: running, or already ended when its trigger decided everything.
 #[derive(Debug, Clone)]
 pub struct StartedExecution<'a> {
+    /// Its id, chosen by the caller.
+    pub id: Uuid,
     /// The workflow.
     pub workflow_id: Uuid,
     /// Its name now.
     pub workflow_name: &'a str,
     /// Its version now.
     pub workflow_version: i32,
+    /// `running`, or the final status of an execution its trigger finished.
+    pub status: &'a str,
     /// `manual`, `webhook`, `schedule` or `api`.
     pub trigger_type: &'a str,
     /// Request metadata.
@@ -50,83 +58,161 @@ pub struct StartedExecution<'a> {
     pub workflow_snapshot: &'a Value,
     /// The trigger's payload.
     pub input_data: &'a Value,
+    /// The result of an execution that ended at its start.
+    pub output_data: &'a Value,
+    /// Why an execution that ended at its start failed.
+    pub error: Option<&'a str>,
     /// Who triggered it.
     pub triggered_by: Option<Uuid>,
     /// Seconds until the execution times out.
     pub timeout_seconds: Option<f64>,
+    /// Its node runs, one per node.
+    pub runs: &'a [PlannedRun<'a>],
 }
 
-/// Creates a running execution with all its node runs, in the caller's transaction. Returns the
-/// execution's id and the ids of the node runs by node id.
+/// Creates executions with all their node runs, in the caller's transaction: two statements
+/// however many there are, so that a control plane accepting triggers in batches pays for a
+/// batch what it used to pay for one.
 ///
-/// The workflow's row is not touched: every start of a workflow would queue on its lock. The
-/// execution is counted there when it ends ([`count_finished`]).
-pub async fn start(
-    conn: &mut PgConnection,
-    execution: &StartedExecution<'_>,
-    runs: &[PlannedRun<'_>],
-) -> Result<(Uuid, Vec<(Uuid, Uuid)>)> {
-    let remaining = runs.iter().filter(|r| r.status == "pending").count() as i32;
-    let id = sqlx::query_scalar!(
+/// The workflow's row is touched only for executions that are already over, which are counted
+/// on it here; every start of a workflow would otherwise queue on its lock. A running
+/// execution is counted when it ends ([`count_finished`]).
+pub async fn start(conn: &mut PgConnection, executions: &[StartedExecution<'_>]) -> Result<()> {
+    if executions.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&StartedExecution<'_>) -> Value| -> Vec<Value> {
+        executions.iter().map(f).collect()
+    };
+    let ids: Vec<Uuid> = executions.iter().map(|e| e.id).collect();
+    let workflow_ids: Vec<Uuid> = executions.iter().map(|e| e.workflow_id).collect();
+    let names: Vec<&str> = executions.iter().map(|e| e.workflow_name).collect();
+    let versions: Vec<i32> = executions.iter().map(|e| e.workflow_version).collect();
+    let statuses: Vec<&str> = executions.iter().map(|e| e.status).collect();
+    let trigger_types: Vec<&str> = executions.iter().map(|e| e.trigger_type).collect();
+    let trigger_data = column(|e| e.trigger_data.clone());
+    let snapshots = column(|e| e.workflow_snapshot.clone());
+    let inputs = column(|e| e.input_data.clone());
+    let outputs = column(|e| e.output_data.clone());
+    let errors: Vec<Option<&str>> = executions.iter().map(|e| e.error).collect();
+    let triggered_by: Vec<Option<Uuid>> = executions.iter().map(|e| e.triggered_by).collect();
+    let timeouts: Vec<Option<f64>> = executions.iter().map(|e| e.timeout_seconds).collect();
+    let remaining: Vec<i32> = executions
+        .iter()
+        .map(|e| e.runs.iter().filter(|r| r.status == "pending").count() as i32)
+        .collect();
+    let ended = sqlx::query!(
         r#"
         INSERT INTO executions
-            (workflow_id, workflow_name, workflow_version, status, trigger_type, trigger_data,
-             workflow_snapshot, input_data, triggered_by, started_at, remaining_nodes,
-             deadline_at)
-        VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, now(), $9,
-                now() + make_interval(secs => $10::float8))
-        RETURNING id
+            (id, workflow_id, workflow_name, workflow_version, status, trigger_type,
+             trigger_data, workflow_snapshot, input_data, output_data, error_message,
+             triggered_by, started_at, completed_at, duration_ms, remaining_nodes, deadline_at)
+        SELECT id, workflow_id, name, version, status, trigger_type, trigger_data, snapshot,
+               input, output, error, triggered_by, now(),
+               CASE WHEN status = 'running' THEN NULL ELSE now() END,
+               CASE WHEN status = 'running' THEN NULL ELSE 0 END,
+               remaining, now() + make_interval(secs => timeout)
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::varchar[], $4::int4[], $5::varchar[],
+                    $6::varchar[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::jsonb[],
+                    $11::text[], $12::uuid[], $13::int4[], $14::float8[])
+             AS t(id, workflow_id, name, version, status, trigger_type, trigger_data, snapshot,
+                  input, output, error, triggered_by, remaining, timeout)
+        RETURNING workflow_id, status, created_at
         "#,
-        execution.workflow_id,
-        execution.workflow_name,
-        execution.workflow_version,
-        execution.trigger_type,
-        execution.trigger_data,
-        execution.workflow_snapshot,
-        execution.input_data,
-        execution.triggered_by,
-        remaining,
-        execution.timeout_seconds,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-
-    let node_ids: Vec<Uuid> = runs.iter().map(|r| r.node_id).collect();
-    let names: Vec<&str> = runs.iter().map(|r| r.node_name).collect();
-    let types: Vec<&str> = runs.iter().map(|r| r.node_type).collect();
-    let statuses: Vec<&str> = runs.iter().map(|r| r.status).collect();
-    let outputs: Vec<Value> = runs.iter().map(|r| r.output.clone()).collect();
-    let max_retries: Vec<i32> = runs.iter().map(|r| r.max_retries).collect();
-    let undecided: Vec<i32> = runs.iter().map(|r| r.undecided_edges).collect();
-    let fired: Vec<i32> = runs.iter().map(|r| r.fired_edges).collect();
-    let created = sqlx::query!(
-        r#"
-        INSERT INTO node_runs
-            (execution_id, node_id, node_name, node_type, status, output_data, max_retries,
-             undecided_edges, fired_edges, started_at, completed_at, duration_ms)
-        SELECT $1, node_id, name, type, status, output, max_retries, undecided, fired,
-               CASE WHEN status = 'pending' THEN NULL ELSE now() END,
-               CASE WHEN status = 'pending' THEN NULL ELSE now() END,
-               CASE WHEN status = 'pending' THEN NULL ELSE 0 END
-        FROM UNNEST($2::uuid[], $3::varchar[], $4::varchar[], $5::varchar[], $6::jsonb[],
-                    $7::int4[], $8::int4[], $9::int4[])
-             AS t(node_id, name, type, status, output, max_retries, undecided, fired)
-        RETURNING id, node_id
-        "#,
-        id,
-        &node_ids,
+        &ids,
+        &workflow_ids,
         &names as &[&str],
-        &types as &[&str],
+        &versions,
         &statuses as &[&str],
+        &trigger_types as &[&str],
+        &trigger_data,
+        &snapshots,
+        &inputs,
         &outputs,
-        &max_retries,
-        &undecided,
-        &fired,
+        &errors as &[Option<&str>],
+        &triggered_by as &[Option<Uuid>],
+        &remaining,
+        &timeouts as &[Option<f64>],
     )
     .fetch_all(&mut *conn)
     .await?;
 
-    Ok((id, created.into_iter().map(|r| (r.node_id, r.id)).collect()))
+    let runs = executions
+        .iter()
+        .flat_map(|e| e.runs.iter().map(move |r| (e.id, r)));
+    let mut run_ids = Vec::new();
+    let mut execution_ids = Vec::new();
+    let mut node_ids = Vec::new();
+    let mut node_names = Vec::new();
+    let mut node_types = Vec::new();
+    let mut run_statuses = Vec::new();
+    let mut run_outputs = Vec::new();
+    let mut run_errors = Vec::new();
+    let mut max_retries = Vec::new();
+    let mut undecided = Vec::new();
+    let mut fired = Vec::new();
+    for (execution_id, run) in runs {
+        run_ids.push(run.id);
+        execution_ids.push(execution_id);
+        node_ids.push(run.node_id);
+        node_names.push(run.node_name);
+        node_types.push(run.node_type);
+        run_statuses.push(run.status);
+        run_outputs.push(run.output.clone());
+        run_errors.push(run.error);
+        max_retries.push(run.max_retries);
+        undecided.push(run.undecided_edges);
+        fired.push(run.fired_edges);
+    }
+    sqlx::query!(
+        r#"
+        INSERT INTO node_runs
+            (id, execution_id, node_id, node_name, node_type, status, output_data,
+             error_message, max_retries, undecided_edges, fired_edges, started_at,
+             completed_at, duration_ms)
+        SELECT id, execution_id, node_id, name, type, status, output, error, max_retries,
+               undecided, fired,
+               CASE WHEN status IN ('pending', 'skipped') THEN NULL ELSE now() END,
+               CASE WHEN status = 'pending' THEN NULL ELSE now() END,
+               CASE WHEN status IN ('pending', 'skipped') THEN NULL ELSE 0 END
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::varchar[], $5::varchar[],
+                    $6::varchar[], $7::jsonb[], $8::text[], $9::int4[], $10::int4[],
+                    $11::int4[])
+             AS t(id, execution_id, node_id, name, type, status, output, error, max_retries,
+                  undecided, fired)
+        "#,
+        &run_ids,
+        &execution_ids,
+        &node_ids,
+        &node_names as &[&str],
+        &node_types as &[&str],
+        &run_statuses as &[&str],
+        &run_outputs,
+        &run_errors as &[Option<&str>],
+        &max_retries,
+        &undecided,
+        &fired,
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    // Count what ended here once per workflow, in id order so that two batches touching the
+    // same workflows lock their rows in the same order.
+    let mut counts: std::collections::BTreeMap<Uuid, Finished> = Default::default();
+    for row in ended.iter().filter(|row| row.status != "running") {
+        let one = |s: &str| i32::from(row.status == s);
+        let finished = Finished {
+            success: one("success"),
+            failed: one("failed"),
+            cancelled: one("cancelled"),
+            latest_start: Some(row.created_at),
+        };
+        counts.entry(row.workflow_id).or_default().add(&finished);
+    }
+    for (workflow_id, finished) in &counts {
+        count_finished(&mut *conn, *workflow_id, finished).await?;
+    }
+    Ok(())
 }
 
 /// A node run claimed by a worker.

@@ -234,3 +234,83 @@ async fn snapshot_timeout(db: &TestDb, accepted: &Value) -> Value {
             .unwrap();
     snapshot["workflow"]["settings"]["timeout"].clone()
 }
+
+#[tokio::test]
+async fn webhooks_arriving_together_are_committed_together() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+    let app = quantumflow_api::router(quantumflow_api::AppState::new(db.pool().clone()));
+    const BURST: usize = 40;
+
+    let requests = (0..BURST).map(|i| {
+        let request = post_json("/webhook/signup", &json!({"username": format!("user{i}")}));
+        send_to(&app, request)
+    });
+    let responses = futures_util::future::join_all(requests).await;
+
+    for response in &responses {
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
+    }
+    // created_at is the transaction's start time, so executions written by one transaction
+    // share it.
+    let (executions, transactions): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT created_at) FROM executions")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(executions, BURST as i64);
+    assert!(
+        transactions < BURST as i64 / 2,
+        "{BURST} webhooks took {transactions} transactions"
+    );
+    let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let (_, node_runs, jobs, _) = counts(&db).await;
+    assert_eq!((node_runs, jobs), (nodes * BURST as i64, BURST as i64));
+}
+
+#[tokio::test]
+async fn a_start_that_cannot_be_written_fails_alone() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let id: uuid::Uuid = workflow["id"].as_str().unwrap().parse().unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let doc = quantumflow_storage::workflows::get_document(&mut conn, id)
+        .await
+        .unwrap();
+    // The same document under an id no workflow has: its execution breaks a foreign key.
+    let mut orphan = doc.clone();
+    orphan.workflow.id = uuid::Uuid::now_v7();
+    let starter = quantumflow_api::starter::Starter::spawn(db.pool());
+    let trigger = |name: &str| quantumflow_engine::Trigger {
+        trigger_type: "api",
+        trigger_data: json!({}),
+        input: json!({"username": name}),
+        triggered_by: None,
+    };
+    let prepare = |doc, name| quantumflow_engine::Start::prepare(doc, trigger(name)).unwrap();
+
+    let results = futures_util::future::join_all([
+        starter.start(prepare(&doc, "ada")),
+        starter.start(prepare(&orphan, "bob")),
+        starter.start(prepare(&doc, "cy")),
+    ])
+    .await;
+
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(results[1].is_err());
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let inputs: Vec<Value> =
+        sqlx::query_scalar("SELECT input_data FROM executions ORDER BY input_data ->> 'username'")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        inputs,
+        [json!({"username": "ada"}), json!({"username": "cy"})]
+    );
+}
