@@ -295,6 +295,33 @@ pub async fn start_all(conn: &mut PgConnection, starts: &[Start]) -> Result<(), 
     Ok(())
 }
 
+/// How often [`fold_counts`] moves recorded counts onto the workflows' rows.
+pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Moves the execution counts that ending transactions record onto their workflows' rows,
+/// every [`FOLD_INTERVAL`], until the task is dropped. Every worker and control plane runs
+/// one; they take turns, so the rows see about one update a second in all. Counters read
+/// through the `workflow_counters` view are exact whether or not this has run; folding only
+/// keeps the table of recorded counts small.
+pub async fn fold_counts(pool: PgPool) {
+    let mut ticks = tokio::time::interval(FOLD_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let folded = async {
+            let mut conn = pool.acquire().await?;
+            runs::fold_counts(&mut conn).await
+        };
+        match folded.await {
+            Ok(Some(workflows)) if workflows > 0 => {
+                tracing::debug!(workflows, "counts folded onto workflows");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot fold execution counts; will retry"),
+        }
+    }
+}
+
 /// A claimed node run, ready for a worker to execute.
 #[derive(Debug)]
 pub struct Attempt {

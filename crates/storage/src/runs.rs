@@ -568,6 +568,10 @@ impl Finished {
 }
 
 /// Counts ended executions on their workflow: the totals and when the latest of them started.
+///
+/// The counts are recorded beside the workflow's row, not on it, so that executions ending at
+/// the same time do not queue on one row lock; [`fold_counts`] moves them onto the row later,
+/// and the `workflow_counters` view reads both.
 pub async fn count_finished(
     db: impl PgExecutor<'_>,
     workflow_id: Uuid,
@@ -575,13 +579,10 @@ pub async fn count_finished(
 ) -> Result<()> {
     sqlx::query!(
         r#"
-        UPDATE workflows
-        SET total_executions = total_executions + $2 + $3 + $4,
-            successful_executions = successful_executions + $2,
-            failed_executions = failed_executions + $3,
-            cancelled_executions = cancelled_executions + $4,
-            last_execution_at = greatest(last_execution_at, $5)
-        WHERE id = $1
+        INSERT INTO workflow_counter_deltas
+            (workflow_id, successful_executions, failed_executions, cancelled_executions,
+             last_execution_at)
+        VALUES ($1, $2, $3, $4, $5)
         "#,
         workflow_id,
         finished.success,
@@ -592,6 +593,52 @@ pub async fn count_finished(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Key of the advisory lock that lets one process fold counts at a time.
+const FOLD_LOCK: i64 = 0x5146_666f_6c64; // "QFfold"
+
+/// Moves the counts recorded by [`count_finished`] onto their workflows' rows, deleting them
+/// in the same statement. Returns the number of workflows updated, or `None` when another
+/// process was folding: two folds updating the same rows in different orders could deadlock,
+/// so they take turns, and the one that finds the lock taken skips its turn.
+pub async fn fold_counts(conn: &mut PgConnection) -> Result<Option<u64>> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let locked = sqlx::query_scalar!("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if locked != Some(true) {
+        return Ok(None);
+    }
+    let folded = sqlx::query!(
+        r#"
+        WITH taken AS (
+            DELETE FROM workflow_counter_deltas
+            RETURNING workflow_id, successful_executions, failed_executions,
+                      cancelled_executions, last_execution_at
+        ), sums AS (
+            SELECT workflow_id,
+                   sum(successful_executions)::int AS successful,
+                   sum(failed_executions)::int AS failed,
+                   sum(cancelled_executions)::int AS cancelled,
+                   max(last_execution_at) AS latest_start
+            FROM taken
+            GROUP BY workflow_id
+        )
+        UPDATE workflows AS w
+        SET total_executions = w.total_executions + s.successful + s.failed + s.cancelled,
+            successful_executions = w.successful_executions + s.successful,
+            failed_executions = w.failed_executions + s.failed,
+            cancelled_executions = w.cancelled_executions + s.cancelled,
+            last_execution_at = greatest(w.last_execution_at, s.latest_start)
+        FROM sums AS s
+        WHERE w.id = s.workflow_id
+        "#,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(folded.rows_affected()))
 }
 
 /// Outputs of an execution's successful runs by node name, in the order they finished.

@@ -467,18 +467,12 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Workflow> {
         WorkflowRow,
         r#"
         SELECT id, name, description, status, trigger_config, settings, version, is_latest,
-               parent_workflow_id,
-               total_executions + (
-                   SELECT count(*) FROM executions AS e
-                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
-               )::int AS "total_executions!",
-               successful_executions, failed_executions,
-               greatest(last_execution_at, (
-                   SELECT max(e.created_at) FROM executions AS e
-                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
-               )) AS last_execution_at,
-               owner_id, created_at, updated_at, created_by, updated_by
+               parent_workflow_id, c.total_executions AS "total_executions!",
+               c.successful_executions AS "successful_executions!",
+               c.failed_executions AS "failed_executions!",
+               c.last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
         FROM workflows AS w
+        JOIN workflow_counters AS c ON c.workflow_id = w.id
         WHERE id = $1
         "#,
         id,
@@ -582,18 +576,12 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<Ve
         WorkflowRow,
         r#"
         SELECT id, name, description, status, trigger_config, settings, version, is_latest,
-               parent_workflow_id,
-               total_executions + (
-                   SELECT count(*) FROM executions AS e
-                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
-               )::int AS "total_executions!",
-               successful_executions, failed_executions,
-               greatest(last_execution_at, (
-                   SELECT max(e.created_at) FROM executions AS e
-                   WHERE e.workflow_id = w.id AND e.status IN ('pending', 'running')
-               )) AS last_execution_at,
-               owner_id, created_at, updated_at, created_by, updated_by
+               parent_workflow_id, c.total_executions AS "total_executions!",
+               c.successful_executions AS "successful_executions!",
+               c.failed_executions AS "failed_executions!",
+               c.last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
         FROM workflows AS w
+        JOIN workflow_counters AS c ON c.workflow_id = w.id
         WHERE is_latest
           AND ($1::uuid IS NULL OR owner_id = $1)
           AND ($2::text IS NULL OR status = $2)

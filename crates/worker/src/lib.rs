@@ -92,6 +92,7 @@ pub async fn run(
     let name = worker_name();
     tracing::info!(worker = %name, concurrency = config.concurrency, "worker starting");
 
+    let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
     let draining = Arc::clone(&runtime);
     let worker = WorkerBuilder::new(WorkerContext::new(&name))
         .backend(backend)
@@ -99,14 +100,15 @@ pub async fn run(
         .concurrency(config.concurrency)
         .parallelize(tokio::spawn)
         .build(handle);
-    worker
+    let ran = worker
         .run_until(async move {
             shutdown.await;
             draining.draining.store(true, Ordering::SeqCst);
             Ok::<(), std::io::Error>(())
         })
-        .await
-        .map_err(|e| WorkerError::Queue(e.to_string()))?;
+        .await;
+    folding.abort();
+    ran.map_err(|e| WorkerError::Queue(e.to_string()))?;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
 }

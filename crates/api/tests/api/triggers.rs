@@ -10,7 +10,7 @@ use crate::support::{
 };
 
 /// Rows of each kind in the database: executions, node runs, queued jobs, and the executions
-/// counted on the workflow's row (which counts them as they end).
+/// counted on the workflow's row (which counts them as they end, and later).
 async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM node_runs), \

@@ -19,10 +19,11 @@ pub(crate) async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}; free the address or pass --listen"))?;
     tracing::info!(address = %listen, "control plane listening");
+    let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
     let app = quantumflow_api::router(AppState::new(pool));
-    quantumflow_api::serve(listener, app, shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    let served = quantumflow_api::serve(listener, app, shutdown).await;
+    folding.abort();
+    served.context("the HTTP server failed")?;
     tracing::info!("control plane stopped");
     Ok(())
 }

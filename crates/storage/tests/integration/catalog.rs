@@ -170,6 +170,11 @@ const INDEXES: &[(&str, &str, &str)] = &[
         "USING btree (is_active) WHERE (is_active = true)",
     ),
     ("connectors", "idx_connectors_config", "USING gin (config)"),
+    (
+        "workflow_counter_deltas",
+        "idx_workflow_counter_deltas_workflow",
+        "USING btree (workflow_id)",
+    ),
 ];
 
 /// Every column of the data model, plus the engine's bookkeeping columns: table, column, type,
@@ -388,6 +393,32 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
     ),
     ("connectors", "created_by", "uuid", None),
     ("connectors", "updated_by", "uuid", None),
+    ("workflow_counter_deltas", "id", "bigint", None),
+    ("workflow_counter_deltas", "workflow_id", "uuid", None),
+    (
+        "workflow_counter_deltas",
+        "successful_executions",
+        "integer",
+        None,
+    ),
+    (
+        "workflow_counter_deltas",
+        "failed_executions",
+        "integer",
+        None,
+    ),
+    (
+        "workflow_counter_deltas",
+        "cancelled_executions",
+        "integer",
+        None,
+    ),
+    (
+        "workflow_counter_deltas",
+        "last_execution_at",
+        "timestamp with time zone",
+        None,
+    ),
 ];
 
 /// Foreign keys: table, column, referenced table, ON DELETE rule.
@@ -617,7 +648,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5, 6]
+        [3, 4, 5, 6, 7]
     );
 }
 
@@ -680,4 +711,33 @@ async fn execution_pages_keep_room_for_updates_in_place() {
 
     assert_eq!(migrated, Some(vec!["fillfactor=50".to_owned()]));
     assert_eq!(reverted, None);
+}
+
+#[tokio::test]
+async fn reverting_the_counter_deltas_folds_them_into_the_workflows_first() {
+    let db = migrated_empty_db().await;
+    sqlx::raw_sql(
+        "INSERT INTO users (email, username, hashed_password) \
+             VALUES ('o@example.com', 'o', 'x'); \
+         INSERT INTO workflows (name, owner_id, total_executions, successful_executions) \
+             SELECT 'w', id, 2, 2 FROM users; \
+         INSERT INTO workflow_counter_deltas \
+             (workflow_id, successful_executions, failed_executions, cancelled_executions) \
+             SELECT id, 3, 1, 0 FROM workflows",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    schema::revert(db.pool(), MigrationSet::quantumflow(), 6)
+        .await
+        .unwrap();
+
+    let counters: (i32, i32, i32) = sqlx::query_as(
+        "SELECT total_executions, successful_executions, failed_executions FROM workflows",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(counters, (6, 5, 1));
 }

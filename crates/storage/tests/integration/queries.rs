@@ -310,3 +310,70 @@ async fn node_runs_are_recorded_under_their_execution() {
     assert_eq!(read, execution);
     assert_eq!(read.status, quantumflow_domain::ExecutionStatus::Pending);
 }
+
+#[tokio::test]
+async fn counts_read_the_same_before_and_after_they_are_folded_onto_the_workflow() {
+    use quantumflow_storage::runs::{self, Finished};
+
+    let db = TestDb::new().await;
+    let owner = support::user(db.pool(), "owner").await;
+    let doc = support::chain(db.pool(), &owner, "w", WorkflowStatus::Active, "/webhook/w").await;
+    let id = doc.workflow.id;
+    let started = chrono::Utc::now();
+    let ended = |success, failed, cancelled| Finished {
+        success,
+        failed,
+        cancelled,
+        latest_start: Some(started),
+    };
+    runs::count_finished(db.pool(), id, &ended(3, 1, 0))
+        .await
+        .unwrap();
+    runs::count_finished(db.pool(), id, &ended(1, 0, 2))
+        .await
+        .unwrap();
+    // Counts of a workflow that no longer exists are dropped by the fold, not kept forever.
+    runs::count_finished(db.pool(), uuid::Uuid::now_v7(), &ended(9, 0, 0))
+        .await
+        .unwrap();
+    let row = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i32, i32, i32, i32)>(
+            "SELECT total_executions, successful_executions, failed_executions, \
+                    cancelled_executions FROM workflows WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let before = workflows::get(db.pool(), id).await.unwrap();
+    let row_before = row(db.pool().clone()).await;
+    let mut conn = db.pool().acquire().await.unwrap();
+    let folded = runs::fold_counts(&mut conn).await.unwrap();
+    let after = workflows::get(db.pool(), id).await.unwrap();
+    let row_after = row(db.pool().clone()).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_counter_deltas")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+
+    let shown = |w: &workflows::Workflow| {
+        (
+            w.total_executions,
+            w.successful_executions,
+            w.failed_executions,
+        )
+    };
+    assert_eq!(shown(&before), (7, 4, 1));
+    assert_eq!(shown(&after), shown(&before));
+    assert_eq!(
+        before.last_execution_at.map(|t| t.timestamp_micros()),
+        Some(started.timestamp_micros())
+    );
+    assert_eq!(after.last_execution_at, before.last_execution_at);
+    assert_eq!(row_before, (0, 0, 0, 0));
+    assert_eq!(row_after, (7, 4, 1, 2));
+    assert_eq!(folded, Some(1));
+    assert_eq!(left, 0);
+}
