@@ -7,18 +7,18 @@
 //! one ready successor in the same statement; its worker task runs that next, skipping the
 //! queue (see `carrier_id` in the migrations).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quantumflow_queue::NodeRunJob;
 use quantumflow_storage::PgPool;
-use quantumflow_storage::runs::{self, Decided, EdgeDecision, Finished, Success, Target};
+use quantumflow_storage::runs::{self, Decided, EdgeDecision, Ending, Finished, Success, Target};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{EngineError, Plan, cascade, close};
+use crate::{Closing, EngineError, Plan, cascade};
 
 /// Most results in one transaction: enough to amortise the commit, few enough that one slow
 /// statement does not hold many workers' results.
@@ -216,36 +216,38 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
     }
     quantumflow_queue::push_node_runs(&mut tx, &jobs).await?;
 
-    // Executions finish last, in workflow order: the workflow's row is shared by all its
-    // executions, so every transaction takes those locks at the end and in the same order.
-    let mut finished: Vec<(Uuid, Uuid, bool)> = remaining
+    // Executions that have nothing left end together: one statement reads the outputs of all
+    // of them, one ends them all, and each workflow gets one count for the batch.
+    let finished: Vec<(Uuid, &Arc<Plan>, bool)> = remaining
         .into_iter()
         .filter(|(_, (left, _))| *left == 0)
-        .filter_map(|(id, (_, unhandled))| {
-            plan_of
-                .get(&id)
-                .map(|p| (p.snapshot.workflow.id, id, unhandled))
-        })
+        .filter_map(|(id, (_, unhandled))| plan_of.get(&id).map(|&plan| (id, plan, unhandled)))
         .collect();
-    finished.sort();
-    let mut counts: Vec<(Uuid, Finished)> = Vec::new();
-    for (_, execution_id, any_unhandled) in finished {
-        let Some(plan) = plan_of.get(&execution_id) else {
-            continue;
-        };
-        if let Some((workflow, one)) =
-            close(&mut tx, plan, execution_id, any_unhandled, None).await?
-        {
-            match counts.last_mut() {
-                Some((w, sum)) if *w == workflow => sum.add(&one),
-                _ => counts.push((workflow, one)),
-            }
+    if !finished.is_empty() {
+        let ids: Vec<Uuid> = finished.iter().map(|(id, _, _)| *id).collect();
+        let mut outputs = runs::outputs_of(&mut *tx, &ids).await?;
+        let closing: Vec<(Uuid, Closing)> = finished
+            .iter()
+            .map(|&(id, plan, unhandled)| {
+                let outputs = outputs.remove(&id).unwrap_or_default();
+                (id, Closing::new(plan, outputs, unhandled, None))
+            })
+            .collect();
+        let endings: Vec<Ending<'_>> = closing
+            .iter()
+            .map(|(id, closing)| closing.ending(*id))
+            .collect();
+        let ended = runs::end_executions(&mut *tx, &endings).await?;
+        let mut counts: BTreeMap<Uuid, Finished> = BTreeMap::new();
+        for one in ended {
+            counts
+                .entry(one.workflow_id)
+                .or_default()
+                .add(&one.finished);
         }
-    }
-    // One update per workflow, as the batch's last statements: the row is held from here to
-    // the commit only, however many of its executions the batch ended.
-    for (workflow, sum) in &counts {
-        runs::count_finished(&mut *tx, *workflow, sum).await?;
+        for (workflow, sum) in &counts {
+            runs::count_finished(&mut *tx, *workflow, sum).await?;
+        }
     }
     tx.commit().await?;
     Ok(replies)

@@ -1058,14 +1058,54 @@ pub(crate) async fn close(
     message: Option<String>,
 ) -> Result<Option<(Uuid, runs::Finished)>, EngineError> {
     let outputs = runs::outputs(&mut *tx, execution_id).await?;
-    let output = execution_output(plan, outputs);
-    let message = message.or_else(|| {
-        any_unhandled.then(|| "a node failed without an error edge to handle it".to_owned())
-    });
-    let status = if any_unhandled { "failed" } else { "success" };
-    let ended =
-        runs::end_execution(&mut *tx, execution_id, status, &output, message.as_deref()).await?;
+    let closing = Closing::new(plan, outputs, any_unhandled, message);
+    let ending = closing.ending(execution_id);
+    let ended = runs::end_execution(
+        &mut *tx,
+        execution_id,
+        ending.status,
+        ending.output,
+        ending.error,
+    )
+    .await?;
     Ok(ended.map(|ended| (ended.workflow_id, ended.finished)))
+}
+
+/// How an execution with nothing left to run ends: its status, output and error message.
+pub(crate) struct Closing {
+    status: &'static str,
+    output: Value,
+    message: Option<String>,
+}
+
+impl Closing {
+    /// The end of an execution of `plan` whose successful runs produced `outputs`, in the
+    /// order they finished.
+    pub(crate) fn new(
+        plan: &Plan,
+        outputs: Vec<(String, Value)>,
+        any_unhandled: bool,
+        message: Option<String>,
+    ) -> Self {
+        let message = message.or_else(|| {
+            any_unhandled.then(|| "a node failed without an error edge to handle it".to_owned())
+        });
+        Self {
+            status: if any_unhandled { "failed" } else { "success" },
+            output: execution_output(plan, outputs),
+            message,
+        }
+    }
+
+    /// The row update that records this end for execution `id`.
+    pub(crate) fn ending(&self, id: Uuid) -> runs::Ending<'_> {
+        runs::Ending {
+            id,
+            status: self.status,
+            output: &self.output,
+            error: self.message.as_deref(),
+        }
+    }
 }
 
 /// The outgoing edges of `index` after it ended with `outcome`: (target, fired).

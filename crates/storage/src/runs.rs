@@ -5,6 +5,8 @@
 //! status change is conditional on the current status, so a duplicate or late delivery of a job
 //! changes nothing and a final status is never overwritten.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
@@ -200,13 +202,7 @@ pub async fn start(conn: &mut PgConnection, executions: &[StartedExecution<'_>])
     // same workflows lock their rows in the same order.
     let mut counts: std::collections::BTreeMap<Uuid, Finished> = Default::default();
     for row in ended.iter().filter(|row| row.status != "running") {
-        let one = |s: &str| i32::from(row.status == s);
-        let finished = Finished {
-            success: one("success"),
-            failed: one("failed"),
-            cancelled: one("cancelled"),
-            latest_start: Some(row.created_at),
-        };
+        let finished = Finished::one(&row.status, row.created_at);
         counts.entry(row.workflow_id).or_default().add(&finished);
     }
     for (workflow_id, finished) in &counts {
@@ -530,17 +526,9 @@ pub async fn end_execution(
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|row| {
-        let one = |s: &str| i32::from(status == s);
-        Ended {
-            workflow_id: row.workflow_id,
-            finished: Finished {
-                success: one("success"),
-                failed: one("failed"),
-                cancelled: one("cancelled"),
-                latest_start: Some(row.created_at),
-            },
-        }
+    Ok(row.map(|row| Ended {
+        workflow_id: row.workflow_id,
+        finished: Finished::one(status, row.created_at),
     }))
 }
 
@@ -558,6 +546,17 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// One execution that ended with `status`, started at `started`.
+    pub fn one(status: &str, started: DateTime<Utc>) -> Self {
+        let is = |s: &str| i32::from(status == s);
+        Self {
+            success: is("success"),
+            failed: is("failed"),
+            cancelled: is("cancelled"),
+            latest_start: Some(started),
+        }
+    }
+
     /// Adds `other`'s executions to these.
     pub fn add(&mut self, other: &Self) {
         self.success += other.success;
@@ -657,6 +656,84 @@ pub async fn outputs(db: impl PgExecutor<'_>, execution_id: Uuid) -> Result<Vec<
     Ok(rows
         .into_iter()
         .map(|r| (r.node_name, r.output_data))
+        .collect())
+}
+
+/// Outputs of the successful runs of several executions, by execution, each in the order its
+/// runs finished: [`outputs`] for a batch, in one statement.
+pub async fn outputs_of(
+    db: impl PgExecutor<'_>,
+    execution_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<(String, Value)>>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT execution_id, node_name AS "node_name!", output_data
+        FROM node_runs
+        WHERE execution_id = ANY($1) AND status = 'success'
+        ORDER BY execution_id, completed_at, node_name
+        "#,
+        execution_ids,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut outputs: HashMap<Uuid, Vec<(String, Value)>> = HashMap::new();
+    for row in rows {
+        outputs
+            .entry(row.execution_id)
+            .or_default()
+            .push((row.node_name, row.output_data));
+    }
+    Ok(outputs)
+}
+
+/// An execution for [`end_executions`] to end.
+#[derive(Debug, Clone)]
+pub struct Ending<'a> {
+    /// The execution.
+    pub id: Uuid,
+    /// `success` or `failed`.
+    pub status: &'a str,
+    /// Its result.
+    pub output: &'a Value,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+}
+
+/// Ends several running executions in one statement, like [`end_execution`] does one; returns
+/// those it ended, leaving out any that had already ended.
+pub async fn end_executions(db: impl PgExecutor<'_>, endings: &[Ending<'_>]) -> Result<Vec<Ended>> {
+    if endings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = endings.iter().map(|e| e.id).collect();
+    let statuses: Vec<&str> = endings.iter().map(|e| e.status).collect();
+    let outputs: Vec<Value> = endings.iter().map(|e| e.output.clone()).collect();
+    let errors: Vec<Option<&str>> = endings.iter().map(|e| e.error).collect();
+    let rows = sqlx::query!(
+        r#"
+        UPDATE executions AS e
+        SET status = t.status, output_data = t.output, error_message = t.error,
+            completed_at = now(),
+            duration_ms = (extract(epoch FROM now() - coalesce(e.started_at, e.created_at))
+                           * 1000)::int
+        FROM UNNEST($1::uuid[], $2::varchar[], $3::jsonb[], $4::text[])
+             AS t(id, status, output, error)
+        WHERE e.id = t.id AND e.status IN ('pending', 'running')
+        RETURNING e.workflow_id, e.status, e.created_at
+        "#,
+        &ids,
+        &statuses as &[&str],
+        &outputs,
+        &errors as &[Option<&str>],
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Ended {
+            workflow_id: row.workflow_id,
+            finished: Finished::one(&row.status, row.created_at),
+        })
         .collect())
 }
 
