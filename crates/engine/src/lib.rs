@@ -204,21 +204,9 @@ impl Start {
     }
 }
 
-/// Starts an execution of `doc` in the caller's transaction: the execution row with its
-/// snapshot, one node run per node, the trigger's successors queued.
-pub async fn start(
-    conn: &mut PgConnection,
-    doc: &WorkflowDocument,
-    trigger: Trigger,
-) -> Result<Uuid, EngineError> {
-    let start = Start::prepare(doc, trigger)?;
-    start_all(conn, std::slice::from_ref(&start)).await?;
-    Ok(start.id)
-}
-
-/// Writes prepared executions in the caller's transaction, with as many statements for all of
-/// them as [`start`] takes for one: executions, node runs, jobs, and the counters of those
-/// that ended with their trigger.
+/// Writes prepared executions in the caller's transaction, with the same few statements
+/// however many there are: executions, node runs, jobs, and the counters of those that ended
+/// with their trigger.
 pub async fn start_all(conn: &mut PgConnection, starts: &[Start]) -> Result<(), EngineError> {
     let empty = json!({});
     let planned: Vec<Vec<PlannedRun<'_>>> = starts

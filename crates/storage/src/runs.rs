@@ -511,25 +511,13 @@ pub async fn end_execution(
     output: &Value,
     error: Option<&str>,
 ) -> Result<Option<Ended>> {
-    let row = sqlx::query!(
-        r#"
-        UPDATE executions
-        SET status = $2, output_data = $3, error_message = $4, completed_at = now(),
-            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at)) * 1000)::int
-        WHERE id = $1 AND status IN ('pending', 'running')
-        RETURNING workflow_id, created_at
-        "#,
-        execution_id,
+    let ending = Ending {
+        id: execution_id,
         status,
         output,
         error,
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|row| Ended {
-        workflow_id: row.workflow_id,
-        finished: Finished::one(status, row.created_at),
-    }))
+    };
+    Ok(end_executions(db, &[ending]).await?.pop())
 }
 
 /// Executions of one workflow that ended, by final status.
@@ -699,8 +687,8 @@ pub struct Ending<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Ends several running executions in one statement, like [`end_execution`] does one; returns
-/// those it ended, leaving out any that had already ended.
+/// Ends several running executions in one statement ([`end_execution`] is the case of one);
+/// returns those it ended, leaving out any that had already ended.
 pub async fn end_executions(db: impl PgExecutor<'_>, endings: &[Ending<'_>]) -> Result<Vec<Ended>> {
     if endings.is_empty() {
         return Ok(Vec::new());
