@@ -91,7 +91,7 @@ impl Bench {
 
         self.pg.recreate(RUN_DATABASE).await?;
         let url = self.pg.url_for(RUN_DATABASE);
-        self.product.prepare(&url, &logs).await?;
+        let token = self.product.prepare(&url, &logs).await?;
         let pool = database::pool(&url, 4).await?;
         // Loaded here so the first reading of a run already includes it.
         pgstats::has_statements(&pool)
@@ -101,7 +101,11 @@ impl Bench {
             Cluster::start(&self.product, &url, self.db_pool_size, &logs, &self.client).await?;
         let mut workflows = Vec::with_capacity(documents.len());
         for document in documents {
-            workflows.push(cluster.create_workflow(&self.client, document).await?);
+            workflows.push(
+                cluster
+                    .create_workflow(&self.client, &token, document)
+                    .await?,
+            );
         }
         Ok(Deployment {
             cluster: Some(cluster),

@@ -1,4 +1,4 @@
-//! The QuantumFlow processes under test: `migrate` and `seed` run once per database, then one
+//! The QuantumFlow processes under test: `migrate`, `seed` and `token create` run once per
 //! `serve` and any number of `worker` processes run as children of the harness.
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches only the
@@ -58,12 +58,12 @@ impl Product {
         &self.exe
     }
 
-    /// Applies every migration and creates the `admin` user, who owns the workflows the
-    /// harness creates through the API.
-    pub(crate) async fn prepare(&self, database_url: &str, logs: &Path) -> Result<()> {
+    /// Applies every migration, creates the `admin` user, who owns the workflows the harness
+    /// creates through the API, and returns an API token of theirs.
+    pub(crate) async fn prepare(&self, database_url: &str, logs: &Path) -> Result<String> {
         self.run_to_end(&["migrate", "up"], database_url, &[], logs, "migrate")
             .await?;
-        // Passwords nobody needs later: the API does not authenticate callers yet.
+        // Passwords nobody needs later: the harness authenticates with a token.
         let admin = uuid::Uuid::new_v4().simple().to_string();
         let demo = uuid::Uuid::new_v4().simple().to_string();
         let env = [
@@ -71,7 +71,19 @@ impl Product {
             ("QUANTUMFLOW_SEED_DEMO_PASSWORD", demo.as_str()),
         ];
         self.run_to_end(&["seed"], database_url, &env, logs, "seed")
+            .await?;
+        let args = ["token", "create", "--user", "admin", "--name", "loadtest"];
+        let log = logs.join("token.log");
+        let mut cmd = self.command(&args, database_url, &log)?;
+        let output = cmd
+            .stdout(Stdio::piped())
+            .output()
             .await
+            .map_err(HarnessError::io("run", &self.exe))?;
+        if !output.status.success() {
+            return Err(exited("quantumflow token create", output.status, &log));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     async fn run_to_end(
@@ -222,15 +234,17 @@ impl Cluster {
         }
     }
 
-    /// Creates a workflow from its document and returns its id.
+    /// Creates a workflow from its document, as the owner of `token`, and returns its id.
     pub(crate) async fn create_workflow(
         &self,
         client: &reqwest::Client,
+        token: &str,
         document: &Value,
     ) -> Result<uuid::Uuid> {
         let request = "POST /api/v1/workflows".to_owned();
         let response = client
             .post(format!("{}/api/v1/workflows", self.base_url))
+            .bearer_auth(token)
             .json(document)
             .send()
             .await

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use quantumflow_storage::StorageError;
 use serde::Serialize;
 
+use crate::auth::AuthProblem;
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,6 +30,10 @@ pub enum ApiError {
     /// The request body is larger than the endpoint accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
+
+    /// The request carries no valid API token.
+    #[error("{0}")]
+    Unauthorized(AuthProblem),
 
     /// The resource does not exist, or the caller may not know that it does.
     #[error("{0} not found")]
@@ -109,6 +115,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -157,6 +164,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let challenge = match &self {
+            Self::Unauthorized(problem) => Some(problem.challenge()),
+            _ => None,
+        };
         let errors = match self {
             Self::Invalid(errors) => errors,
             _ => Vec::new(),
@@ -173,6 +184,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

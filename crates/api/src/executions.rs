@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::extract::PathId;
 use crate::{ApiError, AppState};
 
@@ -121,8 +122,12 @@ impl From<NodeRun> for NodeRunView {
 /// `GET /api/v1/executions/{id}`: the execution and its node runs.
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     PathId(id): PathId,
 ) -> Result<Json<ExecutionView>, ApiError> {
+    if !caller.owns(executions::owner(&state.pool, id).await?) {
+        return Err(ApiError::NotFound("execution"));
+    }
     let execution = executions::get(&state.pool, id).await?;
     let node_runs = executions::node_runs(&state.pool, id).await?;
     Ok(Json(ExecutionView::new(execution, node_runs)))

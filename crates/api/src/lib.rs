@@ -6,20 +6,24 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: API tokens, the `Caller` every `/api/v1` handler takes, password hashing.
 //! - [`documents`]: workflow documents cached for starting executions.
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
 //! - [`starter`]: committing accepted triggers in groups.
+//! - [`tokens`]: the caller's account and API tokens (`/api/v1/users/me`, `/api/v1/tokens`).
 //! - [`workflows`]: creating and reading workflows (`/api/v1/workflows`).
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
+pub mod auth;
 pub mod documents;
 pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod starter;
+pub mod tokens;
 pub mod triggers;
 pub mod workflows;
 
@@ -30,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
@@ -74,6 +78,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workflows/{id}", get(workflows::show))
         .route("/api/v1/workflows/{id}/executions", post(triggers::execute))
         .route("/api/v1/executions/{id}", get(executions::show))
+        .route("/api/v1/users/me", get(tokens::me))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/webhook/{*path}", any(triggers::webhook))
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
@@ -91,6 +98,7 @@ pub fn router(state: AppState) -> Router {
                     http.method = %request.method(),
                     http.route = route.unwrap_or("unmatched"),
                     http.status = tracing::field::Empty,
+                    user.id = tracing::field::Empty,
                 )
             }),
         )

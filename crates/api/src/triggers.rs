@@ -17,6 +17,7 @@ use quantumflow_storage::workflows::{self, Workflow};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::starter::StartError;
 use crate::{ApiError, AppState};
 
@@ -82,12 +83,16 @@ pub async fn webhook(
 /// `POST /api/v1/workflows/{id}/executions`: the body is the input.
 pub async fn execute(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("workflow"))?;
     let workflow = workflows::get(&state.pool, id).await?;
+    if !caller.owns(workflow.owner_id) {
+        return Err(ApiError::NotFound("workflow"));
+    }
     if workflow.status != WorkflowStatus::Active {
         return Err(ApiError::Conflict(format!(
             "the workflow is {}; only active workflows can be executed",
@@ -100,7 +105,7 @@ pub async fn execute(
         trigger_type: "api",
         trigger_data,
         input,
-        triggered_by: None,
+        triggered_by: Some(caller.user_id),
     };
     accept(&state, &workflow, trigger).await
 }

@@ -18,15 +18,16 @@ use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
 use quantumflow_domain::{
     EdgeKind, ErrorHandling, NodeKind, RetryPolicy, WorkflowGraph, WorkflowStatus,
 };
+use quantumflow_storage::StorageError;
 use quantumflow_storage::workflows::{
     self, Edge, NewEdge, NewNode, NewWorkflow, Node, WorkflowDocument,
 };
-use quantumflow_storage::{StorageError, users};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::extract::{JsonBody, PathId};
 use crate::{ApiError, AppState};
@@ -60,9 +61,6 @@ const DOCUMENT_ORDER: [&str; 7] = [
 
 /// The unique index that keeps two active workflows from claiming one webhook route.
 const ACTIVE_WEBHOOK_ROUTE_INDEX: &str = "idx_workflows_active_webhook_route";
-
-/// The login of the user who owns new workflows until callers are identified.
-const STAND_IN_OWNER_LOGIN: &str = "admin";
 
 /// The body of `POST /api/v1/workflows`.
 #[derive(Debug, Clone, Deserialize)]
@@ -344,13 +342,13 @@ fn edge_view(edge: Edge, names: &HashMap<Uuid, &str>) -> Result<EdgeView, Storag
 /// edges in one transaction. Answers 201 with the stored workflow and its `Location`.
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(document): JsonBody<CreateWorkflow>,
 ) -> Result<impl IntoResponse, ApiError> {
     let checked = check(&document).map_err(ApiError::Invalid)?;
 
     let mut tx = state.pool.begin().await?;
-    let owner_id = stand_in_owner(&mut tx).await?;
-    let stored = insert(&mut tx, &document, &checked, owner_id)
+    let stored = insert(&mut tx, &document, &checked, caller.user_id)
         .await
         .map_err(|err| explain_conflict(err, &document.trigger_config))?;
     tx.commit().await?;
@@ -367,27 +365,15 @@ pub async fn create(
 /// `GET /api/v1/workflows/{id}`: the workflow with its nodes and edges.
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     PathId(id): PathId,
 ) -> Result<Json<WorkflowView>, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let document = workflows::get_document(&mut conn, id).await?;
-    Ok(Json(WorkflowView::try_from(document)?))
-}
-
-/// The user who owns the workflows created through the API: the active superuser `admin`
-/// that `quantumflow seed` creates.
-///
-/// This stands in until API tokens identify the caller, who will then own what they create.
-async fn stand_in_owner(conn: &mut PgConnection) -> Result<Uuid, ApiError> {
-    match users::find_by_login(conn, STAND_IN_OWNER_LOGIN).await? {
-        Some(user) if user.is_superuser && user.is_active => Ok(user.id),
-        _ => Err(ApiError::Unprocessable(
-            "no user can own the workflow: until API tokens identify callers, new workflows \
-             belong to the active superuser \"admin\", and there is none; run `quantumflow seed` \
-             or create that user"
-                .to_owned(),
-        )),
+    if !caller.owns(document.workflow.owner_id) {
+        return Err(ApiError::NotFound("workflow"));
     }
+    Ok(Json(WorkflowView::try_from(document)?))
 }
 
 /// What [`check`] learned from a valid document.

@@ -54,6 +54,10 @@ pub(crate) enum Command {
     Migrate(MigrateArgs),
     /// Load the demo data: two users, two connectors and a webhook workflow.
     Seed(SeedArgs),
+    /// Create users; API clients then authenticate with their tokens.
+    User(UserArgs),
+    /// Create, list and revoke API tokens.
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +149,68 @@ pub(crate) struct SeedArgs {
     /// API key for the e-mail connector; without it the connector is created inactive.
     #[arg(long, env = "QUANTUMFLOW_SEED_EMAIL_API_KEY", hide_env_values = true)]
     pub(crate) email_api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserArgs {
+    #[command(subcommand)]
+    pub(crate) action: UserAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserAction {
+    /// Create a user. The password is read from standard input with --password-stdin, or
+    /// generated and printed once.
+    Create {
+        /// E-mail address; must be unique.
+        #[arg(long)]
+        email: String,
+        /// Login name; must be unique.
+        #[arg(long)]
+        username: String,
+        /// Display name.
+        #[arg(long)]
+        full_name: Option<String>,
+        /// Make the user a superuser, who sees and changes everything.
+        #[arg(long)]
+        superuser: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    #[command(subcommand)]
+    pub(crate) action: TokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Create an API token for a user and print it; it is shown this once.
+    Create {
+        /// The user's e-mail address or login name.
+        #[arg(long)]
+        user: String,
+        /// What the token is for, e.g. ci-deploy.
+        #[arg(long)]
+        name: String,
+        /// Days until the token stops working by itself; never when absent.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=3650))]
+        expires_in_days: Option<u16>,
+    },
+    /// List a user's tokens (never their secrets).
+    List {
+        /// The user's e-mail address or login name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token by id; it stops working at once.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: uuid::Uuid,
+    },
 }
 
 #[cfg(test)]

@@ -165,6 +165,24 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Execution> {
     Execution::try_from(row)
 }
 
+/// The owner of the workflow an execution ran, which is who may see the execution.
+pub async fn owner(db: impl PgExecutor<'_>, id: Uuid) -> Result<Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT w.owner_id
+        FROM executions AS e
+        JOIN workflows AS w ON w.id = e.workflow_id
+        WHERE e.id = $1
+        "#,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(StorageError::NotFound {
+        entity: "execution",
+    })
+}
+
 /// The snapshot an execution runs from.
 pub async fn snapshot(db: impl PgExecutor<'_>, id: Uuid) -> Result<Value> {
     sqlx::query_scalar!("SELECT workflow_snapshot FROM executions WHERE id = $1", id)

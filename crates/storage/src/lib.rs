@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`schema`]: applying, reverting and inspecting migrations.
-//! - [`users`], [`connectors`], [`workflows`], [`executions`]: rows and queries per aggregate.
+//! - [`users`], [`tokens`], [`connectors`], [`workflows`], [`executions`]: rows and queries per
+//!   aggregate.
 //! - [`runs`]: the execution engine's bookkeeping, fenced by attempt.
 //! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
 
@@ -16,6 +17,7 @@ mod error;
 pub mod executions;
 pub mod runs;
 pub mod schema;
+pub mod tokens;
 pub mod users;
 pub mod workflows;
 

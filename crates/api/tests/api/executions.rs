@@ -81,6 +81,7 @@ async fn an_execution_shows_its_node_runs_without_its_snapshot() {
 #[tokio::test]
 async fn an_unknown_execution_is_a_404_problem() {
     let db = TestDb::new().await;
+    admin(&db).await;
 
     let missing = send(
         &db,
@@ -95,6 +96,7 @@ async fn an_unknown_execution_is_a_404_problem() {
 #[tokio::test]
 async fn an_execution_id_that_is_not_a_uuid_is_a_400_problem() {
     let db = TestDb::new().await;
+    admin(&db).await;
 
     let refused = send(&db, get("/api/v1/executions/latest")).await;
 

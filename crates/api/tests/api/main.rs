@@ -1,6 +1,7 @@
 //! The control plane's HTTP API, driven through the router without a socket; each test gets a
 //! database of its own.
 
+mod auth;
 mod executions;
 mod health;
 mod support;

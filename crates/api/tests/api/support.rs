@@ -2,7 +2,8 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use quantumflow_api::{AppState, router};
+use quantumflow_api::{AppState, auth, router};
+use quantumflow_storage::tokens::{self, NewToken};
 use quantumflow_storage::users::{self, NewUser, User};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
@@ -26,15 +27,34 @@ impl Response {
     }
 }
 
-/// Sends one request to a router on `db`, as the server would.
+/// The API token of the user [`admin`] creates. Tests choose it, as a client would keep
+/// one, so that requests can carry it without reading it back from anywhere.
+pub(crate) const ADMIN_TOKEN: &str =
+    "qf_00000000000000000000000000000000000000000000000000000000000000ad";
+
+/// Sends one request to a router on `db`, as the server would. Requests without an
+/// `Authorization` header are sent as the admin, the caller most tests act as; use
+/// [`send_anonymous`] to send none.
 pub(crate) async fn send(db: &TestDb, request: Request<Body>) -> Response {
     send_to(&router(AppState::new(db.pool().clone())), request).await
 }
 
-/// Sends one request to `app`, which keeps its state (the document cache) between requests.
-pub(crate) async fn send_to(app: &axum::Router, request: Request<Body>) -> Response {
-    let response = app.clone().oneshot(request).await.unwrap();
+/// Sends one request to `app`, which keeps its state (the document cache) between requests;
+/// as the admin unless the request says otherwise, like [`send`].
+pub(crate) async fn send_to(app: &axum::Router, mut request: Request<Body>) -> Response {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        request = with_token(request, ADMIN_TOKEN);
+    }
+    read(app.clone().oneshot(request).await.unwrap()).await
+}
 
+/// Sends one request to a router on `db` exactly as given, without any token.
+pub(crate) async fn send_anonymous(db: &TestDb, request: Request<Body>) -> Response {
+    let app = router(AppState::new(db.pool().clone()));
+    read(app.oneshot(request).await.unwrap()).await
+}
+
+async fn read(response: axum::response::Response) -> Response {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -72,16 +92,48 @@ pub(crate) fn post_raw(path: &str, content_type: &str, body: &str) -> Request<Bo
         .unwrap()
 }
 
-/// The superuser `admin`, as `quantumflow seed` creates it.
+/// The superuser `admin`, as `quantumflow seed` creates it, holding [`ADMIN_TOKEN`].
 pub(crate) async fn admin(db: &TestDb) -> User {
+    let admin = user(db, "admin", true).await;
+    let token = NewToken {
+        user_id: admin.id,
+        name: "tests",
+        hash: &auth::digest(ADMIN_TOKEN),
+        prefix: &ADMIN_TOKEN[..7],
+        expires_at: None,
+    };
+    tokens::insert(db.pool(), &token).await.unwrap();
+    admin
+}
+
+/// A user named `username`, with no token.
+pub(crate) async fn user(db: &TestDb, username: &str, is_superuser: bool) -> User {
+    let email = format!("{username}@example.com");
     let new = NewUser {
-        email: "admin@example.com",
-        username: "admin",
+        email: &email,
+        username,
         hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
-        full_name: Some("Admin User"),
-        is_superuser: true,
+        full_name: None,
+        is_superuser,
     };
     users::insert(db.pool(), &new).await.unwrap()
+}
+
+/// A new token of `user`, as `POST /api/v1/tokens` would issue it.
+pub(crate) async fn token_of(db: &TestDb, user: &User) -> String {
+    auth::issue(db.pool(), user.id, "tests", None)
+        .await
+        .unwrap()
+        .secret
+}
+
+/// `request` sent with `token`.
+pub(crate) fn with_token(mut request: Request<Body>, token: &str) -> Request<Body> {
+    let bearer = format!("Bearer {token}");
+    request
+        .headers_mut()
+        .insert(header::AUTHORIZATION, bearer.parse().unwrap());
+    request
 }
 
 /// A valid workflow document: a webhook trigger, a fetch that notifies on success and reports

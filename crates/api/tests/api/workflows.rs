@@ -1,7 +1,6 @@
 //! Creating workflows from one document, and reading them back.
 
 use axum::http::{StatusCode, header};
-use quantumflow_storage::workflows::{self, ListFilter};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
@@ -257,26 +256,6 @@ async fn a_body_beyond_the_size_limit_is_a_413_problem() {
 }
 
 #[tokio::test]
-async fn without_an_admin_user_creating_a_workflow_says_to_seed_and_writes_nothing() {
-    let db = TestDb::new().await;
-
-    let refused = send(&db, post_json(WORKFLOWS, &document())).await;
-
-    let detail = problem_detail(&refused, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(detail.contains("quantumflow seed"), "{detail}");
-    let filter = ListFilter {
-        limit: 10,
-        ..ListFilter::default()
-    };
-    assert!(
-        workflows::list(db.pool(), &filter)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[tokio::test]
 async fn a_second_active_workflow_on_one_webhook_route_is_a_conflict_naming_the_route() {
     let db = TestDb::new().await;
     admin(&db).await;
@@ -291,6 +270,7 @@ async fn a_second_active_workflow_on_one_webhook_route_is_a_conflict_naming_the_
 #[tokio::test]
 async fn an_unknown_workflow_is_a_404_problem() {
     let db = TestDb::new().await;
+    admin(&db).await;
 
     let missing = send(
         &db,
@@ -305,6 +285,7 @@ async fn an_unknown_workflow_is_a_404_problem() {
 #[tokio::test]
 async fn a_workflow_id_that_is_not_a_uuid_is_a_400_problem() {
     let db = TestDb::new().await;
+    admin(&db).await;
 
     let refused = send(&db, get("/api/v1/workflows/new-user")).await;
 

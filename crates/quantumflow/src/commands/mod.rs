@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod accounts;
 mod migrate;
 mod seed;
 mod serve;
@@ -36,6 +37,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => {
             let pool = database::connect_configured(url, &data_dir, 2).await?;
             seed::run(&pool, &args).await
+        }
+        Command::User(args) => {
+            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            accounts::user(&pool, args.action).await
+        }
+        Command::Token(args) => {
+            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            accounts::token(&pool, args.action).await
         }
     }
 }

@@ -8,20 +8,17 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use quantumflow_api::auth::hash_password;
 use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
 use quantumflow_domain::{EdgeKind, NodeKind, WorkflowGraph, WorkflowStatus};
 use quantumflow_storage::connectors::{self, NewConnector};
 use quantumflow_storage::users::{self, NewUser};
 use quantumflow_storage::workflows::{self, NewEdge, NewNode, NewWorkflow};
-use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::cli::SeedArgs;
-
-/// Length of generated passwords: 24 alphanumerics carry about 142 bits.
-const GENERATED_PASSWORD_LEN: usize = 24;
+use crate::commands::accounts::Password;
 
 /// The demo workflow's webhook.
 const WEBHOOK_PATH: &str = "/webhook/new-user";
@@ -37,8 +34,13 @@ pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let admin_password = Password::from(args.admin_password.clone());
-    let demo_password = Password::from(args.demo_password.clone());
+    let password = |given: &Option<String>| {
+        given
+            .clone()
+            .map_or_else(Password::generate, Password::given)
+    };
+    let admin_password = password(&args.admin_password);
+    let demo_password = password(&args.demo_password);
 
     let mut tx = pool.begin().await?;
     let admin = users::insert(
@@ -46,7 +48,7 @@ pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
         &NewUser {
             email: &args.admin_email,
             username: "admin",
-            hashed_password: &hash(admin_password.value())?,
+            hashed_password: &hash_password(admin_password.value())?,
             full_name: Some("Admin User"),
             is_superuser: true,
         },
@@ -58,7 +60,7 @@ pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
         &NewUser {
             email: &args.demo_email,
             username: "demo",
-            hashed_password: &hash(demo_password.value())?,
+            hashed_password: &hash_password(demo_password.value())?,
             full_name: Some("Demo User"),
             is_superuser: false,
         },
@@ -220,63 +222,4 @@ async fn insert_demo_workflow(
     )
     .await?;
     Ok(doc.workflow)
-}
-
-/// A password given by the operator, or generated here.
-struct Password {
-    value: String,
-    generated: bool,
-}
-
-impl From<Option<String>> for Password {
-    fn from(given: Option<String>) -> Self {
-        match given {
-            Some(value) => Self {
-                value,
-                generated: false,
-            },
-            None => {
-                let value = rand::rng()
-                    .sample_iter(rand::distr::Alphanumeric)
-                    .take(GENERATED_PASSWORD_LEN)
-                    .map(char::from)
-                    .collect();
-                Self {
-                    value,
-                    generated: true,
-                }
-            }
-        }
-    }
-}
-
-impl Password {
-    fn value(&self) -> &str {
-        &self.value
-    }
-}
-
-impl std::fmt::Display for Password {
-    /// Generated passwords are shown once so the operator can sign in; given ones are never
-    /// echoed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.generated {
-            write!(f, "{} (generated)", self.value)
-        } else {
-            f.write_str("(as given)")
-        }
-    }
-}
-
-/// An Argon2id hash in PHC format, with the crate's default (OWASP minimum) parameters.
-fn hash(password: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        password.len() >= 8,
-        "passwords must have at least 8 characters"
-    );
-    let salt = SaltString::generate(&mut OsRng);
-    let hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
-    Ok(hash.to_string())
 }

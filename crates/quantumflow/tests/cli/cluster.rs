@@ -8,7 +8,7 @@ use quantumflow_storage::users::{self, NewUser};
 use quantumflow_testkit::TestDb;
 use serde_json::Value;
 
-use crate::support::{free_address, quantumflow, send, terminate, wait_ready};
+use crate::support::{ADMIN_TOKEN, free_address, quantumflow, send, terminate, wait_ready};
 
 /// A control plane and worker processes on `db`, stopped when dropped.
 pub(crate) struct Cluster {
@@ -79,7 +79,8 @@ impl Drop for Cluster {
     }
 }
 
-/// The `admin` superuser that owns workflows created through the API.
+/// The `admin` superuser that owns workflows created through the API, holding
+/// [`ADMIN_TOKEN`], which `send` presents.
 pub(crate) async fn admin(db: &TestDb) {
     let new = NewUser {
         email: "admin@example.com",
@@ -88,7 +89,21 @@ pub(crate) async fn admin(db: &TestDb) {
         full_name: None,
         is_superuser: true,
     };
-    users::insert(db.pool(), &new).await.unwrap();
+    let admin = users::insert(db.pool(), &new).await.unwrap();
+    grant_admin_token(db.pool(), admin.id).await;
+}
+
+/// Gives user `id` the token [`ADMIN_TOKEN`], as `quantumflow token create` would give one.
+pub(crate) async fn grant_admin_token(pool: &sqlx::PgPool, id: uuid::Uuid) {
+    sqlx::query(
+        "INSERT INTO api_tokens (user_id, name, token_hash, prefix) \
+         VALUES ($1, 'tests', sha256(convert_to($2, 'UTF8')), left($2, 7))",
+    )
+    .bind(id)
+    .bind(ADMIN_TOKEN)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// Polls an execution until it has ended.

@@ -1,5 +1,6 @@
 //! Runs the `quantumflow` binary as a user would, against real PostgreSQL.
 
+mod accounts;
 mod cluster;
 mod engine;
 mod errors;

@@ -57,7 +57,13 @@ pub(crate) async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)
     Some((status, body))
 }
 
-/// Sends one HTTP/1.1 request with a JSON body and returns the status and parsed body.
+/// The API token of the `admin` user that `cluster::admin` creates. Tests choose it, as a
+/// client keeps one, so requests can carry it without reading it back.
+pub(crate) const ADMIN_TOKEN: &str =
+    "qf_00000000000000000000000000000000000000000000000000000000000000ad";
+
+/// Sends one HTTP/1.1 request with a JSON body and returns the status and parsed body. Without
+/// an `Authorization` among `headers`, the request carries [`ADMIN_TOKEN`].
 pub(crate) async fn send(
     address: SocketAddr,
     method: &str,
@@ -76,6 +82,12 @@ pub(crate) async fn send(
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        request.push_str(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
     }
     request.push_str("\r\n");
     request.push_str(&body);

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use quantumflow_testkit::TestDb;
 use serde_json::json;
 
-use crate::cluster::{create_workflow, execute, finished};
+use crate::cluster::{create_workflow, execute, finished, grant_admin_token};
 
 use crate::support::{
     free_address, get, quantumflow, run, scratch_dir, stderr, stdout, terminate, wait_ready,
@@ -82,6 +82,13 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     let ready = get(address, "/readyz").await;
     // The workers inside `up` run what the control plane accepts.
     let seeded = run(quantumflow().arg("seed").env("DATABASE_URL", &url));
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let admin: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    grant_admin_token(&pool, admin).await;
+    pool.close().await;
     let document = json!({
         "name": "up runs nodes", "status": "active", "trigger_config": {"type": "manual"},
         "nodes": [{"name": "start", "type": "trigger"},

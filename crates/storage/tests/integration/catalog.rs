@@ -175,6 +175,16 @@ const INDEXES: &[(&str, &str, &str)] = &[
         "idx_workflow_counter_deltas_workflow",
         "USING btree (workflow_id)",
     ),
+    (
+        "api_tokens",
+        "idx_api_tokens_hash",
+        "UNIQUE INDEX idx_api_tokens_hash ON public.api_tokens USING btree (token_hash)",
+    ),
+    (
+        "api_tokens",
+        "idx_api_tokens_user",
+        "USING btree (user_id, created_at DESC)",
+    ),
 ];
 
 /// Every column of the data model, plus the engine's bookkeeping columns: table, column, type,
@@ -419,6 +429,25 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
         "timestamp with time zone",
         None,
     ),
+    ("api_tokens", "id", "uuid", Some("gen_random_uuid()")),
+    ("api_tokens", "user_id", "uuid", None),
+    ("api_tokens", "name", "character varying(100)", None),
+    ("api_tokens", "token_hash", "bytea", None),
+    ("api_tokens", "prefix", "character varying(16)", None),
+    (
+        "api_tokens",
+        "created_at",
+        "timestamp with time zone",
+        Some("CURRENT_TIMESTAMP"),
+    ),
+    ("api_tokens", "expires_at", "timestamp with time zone", None),
+    (
+        "api_tokens",
+        "last_used_at",
+        "timestamp with time zone",
+        None,
+    ),
+    ("api_tokens", "revoked_at", "timestamp with time zone", None),
 ];
 
 /// Foreign keys: table, column, referenced table, ON DELETE rule.
@@ -438,6 +467,7 @@ const FOREIGN_KEYS: &[(&str, &str, &str, &str)] = &[
     ("connectors", "owner_id", "users", "CASCADE"),
     ("connectors", "created_by", "users", "NO ACTION"),
     ("connectors", "updated_by", "users", "NO ACTION"),
+    ("api_tokens", "user_id", "users", "CASCADE"),
 ];
 
 async fn migrated_empty_db() -> TestDb {
@@ -648,7 +678,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5, 6, 7]
+        [3, 4, 5, 6, 7, 8]
     );
 }
 
