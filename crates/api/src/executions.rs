@@ -1,15 +1,18 @@
 //! Executions as resources: `GET /api/v1/executions/{id}` shows one execution of a workflow
-//! and the run of each of its nodes so far.
+//! and the run of each of its nodes so far; `GET /api/v1/workflows/{id}/executions` lists a
+//! workflow's executions, newest first, a page at a time.
 //!
 //! The workflow snapshot an execution runs from is left out: it can be large, and the
 //! workflow's own resource shows its definition.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use quantumflow_domain::{ExecutionStatus, NodeRunStatus};
-use quantumflow_storage::executions::{self, Execution, NodeRun};
-use serde::Serialize;
+use quantumflow_storage::executions::{self, Cursor, Execution, NodeRun};
+use quantumflow_storage::workflows;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -48,8 +51,9 @@ pub struct ExecutionView {
     pub duration_ms: Option<i32>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
-    /// The runs of its nodes, in the order they were created.
-    pub node_runs: Vec<NodeRunView>,
+    /// The runs of its nodes, in the order they were created; left out of listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_runs: Option<Vec<NodeRunView>>,
 }
 
 /// One node's run within an execution, as the API shows it.
@@ -67,12 +71,16 @@ pub struct NodeRunView {
     pub status: NodeRunStatus,
     /// Retries so far.
     pub retry_count: i32,
+    /// Retries allowed.
+    pub max_retries: i32,
     /// When the current attempt started.
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub completed_at: Option<DateTime<Utc>>,
     /// How long the final attempt ran.
     pub duration_ms: Option<i32>,
+    /// What the node received.
+    pub input_data: Value,
     /// What the node produced.
     pub output_data: Value,
     /// Why it failed.
@@ -80,7 +88,7 @@ pub struct NodeRunView {
 }
 
 impl ExecutionView {
-    fn new(execution: Execution, node_runs: Vec<NodeRun>) -> Self {
+    fn new(execution: Execution, node_runs: Option<Vec<NodeRun>>) -> Self {
         Self {
             id: execution.id,
             workflow_id: execution.workflow_id,
@@ -96,7 +104,7 @@ impl ExecutionView {
             completed_at: execution.completed_at,
             duration_ms: execution.duration_ms,
             created_at: execution.created_at,
-            node_runs: node_runs.into_iter().map(NodeRunView::from).collect(),
+            node_runs: node_runs.map(|runs| runs.into_iter().map(NodeRunView::from).collect()),
         }
     }
 }
@@ -110,9 +118,11 @@ impl From<NodeRun> for NodeRunView {
             node_type: run.node_type,
             status: run.status,
             retry_count: run.retry_count,
+            max_retries: run.max_retries,
             started_at: run.started_at,
             completed_at: run.completed_at,
             duration_ms: run.duration_ms,
+            input_data: run.input_data,
             output_data: run.output_data,
             error_message: run.error_message,
         }
@@ -130,5 +140,102 @@ pub async fn show(
     }
     let execution = executions::get(&state.pool, id).await?;
     let node_runs = executions::node_runs(&state.pool, id).await?;
-    Ok(Json(ExecutionView::new(execution, node_runs)))
+    Ok(Json(ExecutionView::new(execution, Some(node_runs))))
+}
+
+/// Executions on a page when the request names no `limit`.
+const DEFAULT_PAGE: i64 = 20;
+
+/// The most executions on one page.
+const MAX_PAGE: i64 = 100;
+
+/// The query of `GET /api/v1/workflows/{id}/executions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only executions in this status.
+    pub status: Option<String>,
+    /// At most this many (1 to 100, 20 when absent).
+    pub limit: Option<i64>,
+    /// Where the previous page ended: its `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One page of executions.
+#[derive(Debug, Serialize)]
+pub struct ExecutionPage {
+    /// Newest first, without their node runs.
+    pub executions: Vec<ExecutionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/workflows/{id}/executions`: the workflow's executions, newest first, filtered
+/// by `status`, a page at a time (served by the composite indexes on `executions`).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(workflow_id): PathId,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ExecutionPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<ExecutionStatus>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+
+    let workflow = workflows::get(&state.pool, workflow_id).await?;
+    if !caller.owns(workflow.owner_id) {
+        return Err(ApiError::NotFound("workflow"));
+    }
+    // One row more than asked tells whether another page follows.
+    let mut rows =
+        executions::latest_for_workflow(&state.pool, workflow_id, status, cursor, limit + 1)
+            .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|last| encode_cursor(last.created_at, last.id))
+        })
+        .flatten();
+    Ok(Json(ExecutionPage {
+        executions: rows
+            .into_iter()
+            .map(|e| ExecutionView::new(e, None))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// A cursor is the last row's `created_at` in microseconds and its id: opaque to clients, and
+/// exact, so rows created in the same microsecond are neither skipped nor repeated.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}.{}", created_at.timestamp_micros(), id.simple())
+}
+
+fn decode_cursor(raw: &str) -> Result<Cursor, ApiError> {
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "the cursor {raw:?} is not one this API gave out; pass `next_cursor` unchanged"
+        ))
+    };
+    let (micros, id) = raw.split_once('.').ok_or_else(invalid)?;
+    let created_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let id = Uuid::try_parse(id).map_err(|_| invalid())?;
+    Ok(Cursor { created_at, id })
 }

@@ -76,7 +76,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workflows", post(workflows::create))
         .route("/api/v1/workflows/{id}", get(workflows::show))
-        .route("/api/v1/workflows/{id}/executions", post(triggers::execute))
+        .route(
+            "/api/v1/workflows/{id}/executions",
+            get(executions::list).post(triggers::execute),
+        )
         .route("/api/v1/executions/{id}", get(executions::show))
         .route("/api/v1/users/me", get(tokens::me))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))

@@ -202,10 +202,12 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
-/// The newest executions of a workflow, after `cursor` when given.
+/// The newest executions of a workflow, after `cursor` when given, only those in `status`
+/// when given.
 pub async fn latest_for_workflow(
     db: impl PgExecutor<'_>,
     workflow_id: Uuid,
+    status: Option<ExecutionStatus>,
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<Execution>> {
@@ -216,6 +218,7 @@ pub async fn latest_for_workflow(
         cursor.map(|c| c.created_at),
         cursor.map(|c| c.id),
         limit,
+        status.map(ExecutionStatus::as_str),
     )
     .fetch_all(db)
     .await?;

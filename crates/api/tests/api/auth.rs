@@ -22,6 +22,11 @@ fn routes(workflow: &str, execution: &str, token: &str) -> Vec<(Method, String, 
             format!("/api/v1/workflows/{workflow}/executions"),
             Some(json!({})),
         ),
+        (
+            Method::GET,
+            format!("/api/v1/workflows/{workflow}/executions"),
+            None,
+        ),
         (Method::GET, format!("/api/v1/executions/{execution}"), None),
         (Method::GET, "/api/v1/users/me".into(), None),
         (Method::GET, "/api/v1/tokens".into(), None),
@@ -196,6 +201,7 @@ async fn another_users_objects_are_not_found_and_a_superuser_sees_them() {
     let as_bob = [
         get(&format!("/api/v1/workflows/{workflow}")),
         post_json(&start, &json!({})),
+        get(&start),
         get(&format!("/api/v1/executions/{execution}")),
         Request::delete(format!("/api/v1/tokens/{ada_token_id}"))
             .body(Body::empty())

@@ -6,7 +6,7 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{admin, create_workflow, get, problem_detail, send};
+use crate::support::{admin, create_workflow, get, post_json, problem_detail, send};
 
 fn id(value: &Value) -> Uuid {
     value.as_str().unwrap().parse().unwrap()
@@ -102,4 +102,86 @@ async fn an_execution_id_that_is_not_a_uuid_is_a_400_problem() {
 
     let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
     assert!(detail.contains("not a UUID"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_workflows_executions_page_newest_first_by_cursor_and_filter_by_status() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let start = format!(
+        "/api/v1/workflows/{}/executions",
+        workflow["id"].as_str().unwrap()
+    );
+    for n in 0..5 {
+        let started = send(&db, post_json(&start, &json!({"n": n}))).await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    }
+    sqlx::query("UPDATE executions SET status = 'failed' WHERE input_data->>'n' IN ('1', '3')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let newest_first: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM executions ORDER BY created_at DESC, id DESC")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut path = format!("{start}?limit=2");
+    loop {
+        let page = send(&db, get(&path)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        for execution in page.body["executions"].as_array().unwrap() {
+            assert_eq!(
+                execution.get("node_runs"),
+                None,
+                "a listing carries node runs"
+            );
+            seen.push(execution["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{start}?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let failed = send(&db, get(&format!("{start}?status=failed"))).await;
+
+    assert_eq!(seen, newest_first);
+    assert_eq!(pages, 3);
+    let inputs: Vec<&Value> = failed.body["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["input_data"]["n"])
+        .collect();
+    assert_eq!(inputs, [&json!(3), &json!(1)]);
+    assert_eq!(failed.body["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_bad_listing_query_is_a_400_saying_what_to_fix() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let list = format!(
+        "/api/v1/workflows/{}/executions",
+        workflow["id"].as_str().unwrap()
+    );
+
+    for (query, expected) in [
+        ("status=done", "done"),
+        ("limit=0", "between 1 and 100"),
+        ("limit=101", "between 1 and 100"),
+        ("limit=ten", "limit"),
+        ("cursor=yesterday", "pass `next_cursor` unchanged"),
+        ("cursor=1.not-a-uuid", "pass `next_cursor` unchanged"),
+        ("order=oldest", "order"),
+    ] {
+        let refused = send(&db, get(&format!("{list}?{query}"))).await;
+        let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
+        assert!(detail.contains(expected), "{query}: {detail}");
+    }
 }

@@ -102,18 +102,37 @@ async fn latest_executions_of_a_workflow_use_the_workflow_created_index() {
             .fetch_one(db.pool())
             .await
             .unwrap();
-    let explain = format!("EXPLAIN (FORMAT JSON) {LATEST_FOR_WORKFLOW_SQL}");
+    let plan_for = |status: Option<&'static str>| {
+        let explain = format!("EXPLAIN (FORMAT JSON) {LATEST_FOR_WORKFLOW_SQL}");
+        let pool = db.pool().clone();
+        async move {
+            let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+                .bind(workflow)
+                .bind(None::<chrono::DateTime<chrono::Utc>>)
+                .bind(None::<Uuid>)
+                .bind(20_i64)
+                .bind(status)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let mut used = Vec::new();
+            indexes_in(&plan, &mut used);
+            (plan, used)
+        }
+    };
 
-    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
-        .bind(workflow)
-        .bind(None::<chrono::DateTime<chrono::Utc>>)
-        .bind(None::<Uuid>)
-        .bind(20_i64)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let (plan, used) = plan_for(None).await;
+    let (filtered_plan, filtered) = plan_for(Some("failed")).await;
 
-    let mut used = Vec::new();
-    indexes_in(&plan, &mut used);
     assert_eq!(used, ["idx_executions_workflow_created"], "{plan:#}");
+    // Filtered by status, the planner may also take the partial index of failed executions.
+    let composite = [
+        "idx_executions_workflow_created",
+        "idx_executions_workflow_status",
+        "idx_failed_executions",
+    ];
+    assert!(
+        !filtered.is_empty() && filtered.iter().all(|i| composite.contains(&i.as_str())),
+        "{filtered_plan:#}"
+    );
 }

@@ -246,7 +246,7 @@ async fn executions_page_newest_first_through_a_cursor() {
         created.push(executions::insert(db.pool(), &new).await.unwrap());
     }
 
-    let first = executions::latest_for_workflow(db.pool(), doc.workflow.id, None, 2)
+    let first = executions::latest_for_workflow(db.pool(), doc.workflow.id, None, None, 2)
         .await
         .unwrap();
     let last = first.last().unwrap();
@@ -254,7 +254,7 @@ async fn executions_page_newest_first_through_a_cursor() {
         created_at: last.created_at,
         id: last.id,
     };
-    let rest = executions::latest_for_workflow(db.pool(), doc.workflow.id, Some(cursor), 10)
+    let rest = executions::latest_for_workflow(db.pool(), doc.workflow.id, None, Some(cursor), 10)
         .await
         .unwrap();
 
