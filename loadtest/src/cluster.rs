@@ -205,7 +205,15 @@ impl Cluster {
         let concurrency = concurrency.to_string();
         for _ in 0..count {
             let role = Role::Worker(self.workers.len() + 1);
-            let args = ["worker", "--concurrency", &concurrency];
+            // The receiver the scenarios call listens on 127.0.0.1, which workers refuse
+            // unless told otherwise.
+            let args = [
+                "worker",
+                "--concurrency",
+                &concurrency,
+                "--allow-outbound",
+                "127.0.0.1/32",
+            ];
             let worker = spawn(&self.product, &args, &self.database_url, &self.logs, role)?;
             self.workers.push(worker);
         }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantumflow_netguard::IpNet;
 
 /// QuantumFlow: a self-hosted workflow execution cluster.
 #[derive(Debug, Parser)]
@@ -44,7 +45,8 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run everything on this machine: a private database (unless DATABASE_URL is set),
-    /// migrations, the control plane and a pool of workers.
+    /// migrations, the control plane and a pool of workers, whose http and slack nodes may
+    /// also reach loopback addresses (127.0.0.0/8, ::1).
     Up(UpArgs),
     /// Run the control plane (HTTP API) alone.
     Serve(ServeArgs),
@@ -81,6 +83,10 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "QUANTUMFLOW_WORKERS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) workers: u32,
+
+    // `up` allows loopback on top of these blocks; see `Command::Up`.
+    #[command(flatten)]
+    pub(crate) outbound: OutboundArgs,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +95,19 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "QUANTUMFLOW_WORKER_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) concurrency: u32,
+
+    #[command(flatten)]
+    pub(crate) outbound: OutboundArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutboundArgs {
+    /// A CIDR block (or single address) that http and slack nodes may reach although it is
+    /// internal: loopback, private, link-local and other non-public addresses are refused
+    /// otherwise. Repeat the flag or separate blocks with commas.
+    #[arg(long = "allow-outbound", value_name = "CIDR", env = "QUANTUMFLOW_ALLOW_OUTBOUND",
+          value_delimiter = ',', value_parser = quantumflow_netguard::parse_block)]
+    pub(crate) allow: Vec<IpNet>,
 }
 
 #[derive(Debug, Args)]
@@ -222,5 +241,19 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn outbound_blocks_repeat_and_split_on_commas() {
+        let line = "quantumflow worker --allow-outbound 10.1.2.0/24,::1/128 \
+                    --allow-outbound 127.0.0.1";
+
+        let parsed = Cli::try_parse_from(line.split_whitespace()).map(|cli| cli.command);
+
+        let Ok(Command::Worker(WorkerArgs { outbound, .. })) = parsed else {
+            panic!("not a worker command line: {parsed:?}");
+        };
+        let blocks: Vec<String> = outbound.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["10.1.2.0/24", "::1/128", "127.0.0.1/32"]);
     }
 }

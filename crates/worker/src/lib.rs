@@ -18,6 +18,7 @@ use std::time::Duration;
 use apalis::prelude::*;
 use apalis_postgres::Config;
 use quantumflow_engine::{Attempt, Begin, Engine, EngineError};
+use quantumflow_netguard::{Client, Policy};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -36,6 +37,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Jobs fetched per round trip.
     pub batch_size: usize,
+    /// Which addresses http and slack nodes may reach. The default refuses every internal
+    /// address: loopback, private, link-local (cloud metadata) and the like.
+    pub outbound: Policy,
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +47,7 @@ impl Default for WorkerConfig {
         Self {
             concurrency: 16,
             batch_size: 10,
+            outbound: Policy::default(),
         }
     }
 }
@@ -51,7 +56,7 @@ impl Default for WorkerConfig {
 #[derive(Debug)]
 struct Runtime {
     engine: Engine,
-    http: reqwest::Client,
+    http: Client,
     /// Set once shutdown begins: nodes in flight finish, but chains stop at the next node.
     draining: AtomicBool,
 }
@@ -70,7 +75,7 @@ pub async fn run(
     config: &WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let http = nodes::http_client().map_err(WorkerError::Http)?;
+    let http = Client::new(config.outbound.clone()).map_err(WorkerError::Http)?;
     let runtime = Arc::new(Runtime {
         engine: Engine::new(pool.clone()),
         http,
@@ -90,7 +95,18 @@ pub async fn run(
     // the fallback if the listening connection is down.
     let backend = backend::NodeRunBackend::new(&pool, queue);
     let name = worker_name();
-    tracing::info!(worker = %name, concurrency = config.concurrency, "worker starting");
+    let allowed: Vec<String> = config
+        .outbound
+        .allowed()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    tracing::info!(
+        worker = %name,
+        concurrency = config.concurrency,
+        allow_outbound = %allowed.join(","),
+        "worker starting"
+    );
 
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
     let draining = Arc::clone(&runtime);
@@ -118,7 +134,7 @@ pub async fn run(
 pub enum WorkerError {
     /// The HTTP client for nodes could not be built.
     #[error("cannot build the HTTP client")]
-    Http(#[source] reqwest::Error),
+    Http(#[source] quantumflow_netguard::Error),
     /// The queue failed.
     #[error("the job queue failed: {0}")]
     Queue(String),

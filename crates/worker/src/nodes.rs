@@ -8,7 +8,9 @@
 //!   input}`, and conditional edges choose the branch from it.
 //! - `delay`: passes its input on and holds its successors back for `config.seconds` through
 //!   the queue's scheduled run time; it never sleeps in a worker slot.
-//! - `action` with `config.connector` = `http` or `slack`: an HTTP request (see [`http`]).
+//! - `action` with `config.connector` = `http` or `slack`: an HTTP request (see [`http`]),
+//!   through a [`Client`] that refuses internal addresses unless the worker's policy allows
+//!   them.
 //!
 //! Every node runs under a deadline (`config.timeout` seconds, 30 by default), and a panic in a
 //! node is caught and reported as a failure of that attempt.
@@ -20,6 +22,7 @@ use futures_util::FutureExt;
 use quantumflow_domain::NodeKind;
 use quantumflow_domain::expr;
 use quantumflow_engine::{Attempt, NodeFailure};
+use quantumflow_netguard::Client;
 use serde_json::{Map, Value, json};
 
 /// A node's deadline when its config sets none.
@@ -27,9 +30,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest response body an http node reads; larger ones fail the node.
 pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
-
-/// Redirects an http node follows.
-const MAX_REDIRECTS: usize = 5;
 
 /// What a node produced.
 #[derive(Debug)]
@@ -53,20 +53,8 @@ fn fail(message: impl Into<String>, retryable: bool) -> NodeFailure {
     }
 }
 
-/// The HTTP client shared by http and slack nodes.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    // TLS goes through rustls with the ring provider, which the database driver already uses;
-    // installing it again is harmless, so the result is ignored.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-        .no_proxy()
-        .user_agent(concat!("QuantumFlow/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 /// Runs the attempt's node under its deadline.
-pub async fn run(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, NodeFailure> {
+pub async fn run(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> {
     let timeout = match attempt.config.get("timeout") {
         None => DEFAULT_TIMEOUT,
         Some(_) => node_timeout(&attempt.config)
@@ -83,7 +71,7 @@ pub async fn run(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, Node
     }
 }
 
-async fn execute(attempt: &Attempt, http: &reqwest::Client) -> Result<Done, NodeFailure> {
+async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> {
     let config = &attempt.config;
     match attempt.node().kind {
         NodeKind::Trigger => Ok(Done::output(attempt.input.clone())),
@@ -152,15 +140,20 @@ fn seconds(value: &Value) -> Option<Duration> {
 
 /// The http and slack actions.
 pub mod http {
+    use quantumflow_netguard::{Client, Error, Refused};
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
     use super::{Attempt, MAX_RESPONSE_BYTES, Map, NodeFailure, Value, fail, json};
+
+    /// Tells the author of a refused node what the operator can do about it.
+    const ALLOW_HINT: &str = "workers reach internal addresses only in the CIDR blocks listed \
+                              by their --allow-outbound flag (QUANTUMFLOW_ALLOW_OUTBOUND)";
 
     /// `config`: `url`, `method` (default `GET`, or `POST` with a body), `headers` (an object
     /// of strings), `body` (JSON, or a string sent as it is), `accept_status` (extra statuses
     /// that count as success, or `"any"`). The output is `{"status", "headers", "body"}`,
     /// with the body parsed as JSON when it is JSON.
-    pub async fn call(attempt: &Attempt, http: &reqwest::Client) -> Result<Value, NodeFailure> {
+    pub async fn call(attempt: &Attempt, http: &Client) -> Result<Value, NodeFailure> {
         let config = &attempt.config;
         let url = config
             .get("url")
@@ -198,16 +191,21 @@ pub mod http {
             .map_err(|_| fail("bad key", false))?;
         headers.insert("idempotency-key", key);
 
-        let mut request = http.request(method, url).headers(headers);
+        let mut request = http
+            .request(method, url)
+            .map_err(|e| match e {
+                Error::InvalidUrl(e) => {
+                    fail(format!("config.url {url:?} is not a valid URL: {e}"), false)
+                }
+                other => not_sent(&other, url),
+            })?
+            .headers(headers);
         request = match body {
             Some(Value::String(text)) => request.body(text.clone()),
             Some(json) => request.json(json),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| fail(describe(&e, url), true))?;
+        let response = request.send().await.map_err(|e| send_failed(&e, url))?;
         let accepted = |status: u16| match config.get("accept_status") {
             Some(Value::String(any)) if any == "any" => true,
             Some(Value::Array(list)) => list.iter().any(|s| s.as_u64() == Some(u64::from(status))),
@@ -218,7 +216,7 @@ pub mod http {
 
     /// `config`: `channel` and `message`; the incoming-webhook URL comes from the connector's
     /// credentials (`config.connector_id`, key `webhook_url`).
-    pub async fn slack(attempt: &Attempt, http: &reqwest::Client) -> Result<Value, NodeFailure> {
+    pub async fn slack(attempt: &Attempt, http: &Client) -> Result<Value, NodeFailure> {
         let url = attempt
             .scope
             .get("secrets")
@@ -239,14 +237,50 @@ pub mod http {
         if let Some(channel) = attempt.config.get("channel") {
             payload["channel"] = channel.clone();
         }
+        // The webhook URL is a credential: no message here may quote it.
+        let target = "the Slack webhook";
         let response = http
-            .post(url)
+            .request(reqwest::Method::POST, url)
+            .map_err(|e| match e {
+                Error::InvalidUrl(e) => fail(
+                    format!("the Slack connector's webhook_url is not a valid URL: {e}"),
+                    false,
+                ),
+                other => not_sent(&other, target),
+            })?
             .header("idempotency-key", attempt.idempotency_key())
             .json(&payload)
             .send()
             .await
-            .map_err(|e| fail(describe(&e, "the Slack webhook"), true))?;
-        read(response, "the Slack webhook", |_| false).await
+            .map_err(|e| send_failed(&e, target))?;
+        read(response, target, |_| false).await
+    }
+
+    /// A request that was never started: its host is a refused address.
+    fn not_sent(err: &Error, target: &str) -> NodeFailure {
+        match err {
+            Error::Refused(refused) => refused_failure(refused, target),
+            other => fail(format!("request to {target} failed: {other}"), false),
+        }
+    }
+
+    /// A request that failed after it started: a refused name or redirect is final, anything
+    /// else may pass.
+    fn send_failed(err: &reqwest::Error, target: &str) -> NodeFailure {
+        match quantumflow_netguard::find_refusal(err) {
+            Some(refused) => refused_failure(refused, target),
+            None => fail(describe(err, target), true),
+        }
+    }
+
+    /// Refusals are not retried: the same address is refused again until an operator allows
+    /// it.
+    fn refused_failure(refused: &Refused, target: &str) -> NodeFailure {
+        tracing::warn!(reason = %refused, "refused an outbound request to an internal address");
+        fail(
+            format!("request to {target} was refused: {refused}; {ALLOW_HINT}"),
+            false,
+        )
     }
 
     async fn read(

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use quantumflow_localpg::LocalPg;
+use quantumflow_netguard::{LOOPBACK, Policy};
 use quantumflow_worker::WorkerConfig;
 use sqlx::postgres::PgConnectOptions;
 
@@ -74,6 +75,7 @@ async fn serve_until_signal(
     };
     let config = WorkerConfig {
         concurrency: args.workers as usize,
+        outbound: outbound_policy(args),
         ..WorkerConfig::default()
     };
     let worker = async {
@@ -85,4 +87,20 @@ async fn serve_until_signal(
     server?;
     worker.context("the worker failed")?;
     Ok(())
+}
+
+/// On one machine the services a workflow calls often run beside it, so `up` lets nodes reach
+/// loopback; it says so, because that also opens whatever else listens on this machine.
+fn outbound_policy(args: &UpArgs) -> Policy {
+    let blocks: Vec<String> = LOOPBACK.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        allowed = %blocks.join(","),
+        "http and slack nodes may reach loopback addresses, and so every service on this \
+         machine; run `quantumflow worker` without --allow-outbound to keep them out"
+    );
+    Policy::allowing(
+        LOOPBACK
+            .into_iter()
+            .chain(args.outbound.allow.iter().copied()),
+    )
 }

@@ -1,6 +1,7 @@
 //! `quantumflow worker`: a process that runs node jobs.
 
 use anyhow::Context;
+use quantumflow_netguard::Policy;
 use quantumflow_worker::WorkerConfig;
 use sqlx::PgPool;
 
@@ -11,6 +12,7 @@ pub(crate) async fn run(pool: PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
     serve::check_schema(&pool).await?;
     let config = WorkerConfig {
         concurrency: args.concurrency as usize,
+        outbound: Policy::allowing(args.outbound.allow.iter().copied()),
         ..WorkerConfig::default()
     };
     quantumflow_worker::run(pool, &config, serve::shutdown_signal())

@@ -4,16 +4,22 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use quantumflow_storage::connectors::{self, NewConnector};
 use quantumflow_storage::users::{self, NewUser};
 use quantumflow_testkit::TestDb;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{ADMIN_TOKEN, free_address, quantumflow, send, terminate, wait_ready};
+
+/// How the tests' workers are allowed to reach the loopback receivers the tests start, the
+/// way an operator allows a service of their own; workers refuse loopback otherwise.
+const ALLOW_RECEIVERS: &[&str] = &["--allow-outbound", "127.0.0.1/32"];
 
 /// A control plane and worker processes on `db`, stopped when dropped.
 pub(crate) struct Cluster {
     pub(crate) api: SocketAddr,
     url: String,
+    worker_flags: &'static [&'static str],
     processes: Vec<Child>,
 }
 
@@ -25,6 +31,16 @@ impl Cluster {
 
     /// A control plane and `workers` workers.
     pub(crate) async fn with_workers(db: &TestDb, workers: usize) -> Self {
+        Self::launch(db, workers, ALLOW_RECEIVERS).await
+    }
+
+    /// A control plane and two workers that allow no internal address, as a worker started
+    /// without flags.
+    pub(crate) async fn refusing_loopback(db: &TestDb) -> Self {
+        Self::launch(db, 2, &[]).await
+    }
+
+    async fn launch(db: &TestDb, workers: usize, worker_flags: &'static [&'static str]) -> Self {
         let api = free_address();
         let url = db.url();
         let mut server = spawn(&url, &["serve", "--listen", &api.to_string()]);
@@ -32,6 +48,7 @@ impl Cluster {
         let mut cluster = Self {
             api,
             url,
+            worker_flags,
             processes: vec![server],
         };
         for _ in 0..workers {
@@ -42,8 +59,9 @@ impl Cluster {
 
     /// Starts one more worker; returns its index for [`Cluster::kill`].
     pub(crate) fn add_worker(&mut self) -> usize {
-        self.processes
-            .push(spawn(&self.url, &["worker", "--concurrency", "4"]));
+        let mut args = vec!["worker", "--concurrency", "4"];
+        args.extend_from_slice(self.worker_flags);
+        self.processes.push(spawn(&self.url, &args));
         self.processes.len() - 1
     }
 
@@ -104,6 +122,30 @@ pub(crate) async fn grant_admin_token(pool: &sqlx::PgPool, id: uuid::Uuid) {
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// An active Slack connector of the `admin` user that posts to `webhook_url`; returns its id.
+pub(crate) async fn slack_connector(db: &TestDb, webhook_url: &str) -> uuid::Uuid {
+    let owner = users::find_by_login(db.pool(), "admin")
+        .await
+        .unwrap()
+        .expect("the admin user exists");
+    let connector = connectors::insert(
+        db.pool(),
+        &NewConnector {
+            name: "Slack",
+            kind: "slack",
+            description: None,
+            config: &json!({}),
+            credentials: &json!({ "webhook_url": webhook_url }),
+            is_active: true,
+            test_status: None,
+            owner_id: owner.id,
+        },
+    )
+    .await
+    .unwrap();
+    connector.id
 }
 
 /// Polls an execution until it has ended.

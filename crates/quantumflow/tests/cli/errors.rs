@@ -40,6 +40,27 @@ fn an_out_of_range_worker_count_is_refused() {
 }
 
 #[test]
+fn an_outbound_block_that_is_not_cidr_is_refused_by_name() {
+    let flag = run(quantumflow().args(["worker", "--allow-outbound", "10.0.0.0/33"]));
+    let env = run(quantumflow()
+        .arg("worker")
+        .env("QUANTUMFLOW_ALLOW_OUTBOUND", "10.1.2.0/24,intranet"));
+
+    let err = one_line_failure(&flag, 2);
+    assert!(
+        err.contains("'--allow-outbound <CIDR>'") && err.contains("\"10.0.0.0/33\""),
+        "{err}"
+    );
+    assert!(err.contains("is not a CIDR block"), "{err}");
+    // The variable is split on commas: the first block passes, the second is named.
+    let err = one_line_failure(&env, 2);
+    assert!(
+        err.contains("invalid value 'intranet' for '--allow-outbound <CIDR>'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unreachable_database_is_reported_with_what_to_check() {
     // Port 1 on loopback: nothing listens there, so the connection is refused at once.
     let output = run(quantumflow()

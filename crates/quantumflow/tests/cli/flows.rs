@@ -9,7 +9,9 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::cluster::{Cluster, admin, create_workflow, execute, finished, finished_within, run};
+use crate::cluster::{
+    Cluster, admin, create_workflow, execute, finished, finished_within, run, slack_connector,
+};
 use crate::receiver::Receiver;
 
 async fn cluster(db: &TestDb) -> Cluster {
@@ -650,25 +652,7 @@ async fn scripts_and_slack_messages_run_from_the_snapshot() {
     let db = TestDb::new().await;
     let receiver = Receiver::start(200).await;
     let cluster = cluster(&db).await;
-    let owner = quantumflow_storage::users::find_by_login(db.pool(), "admin")
-        .await
-        .unwrap()
-        .unwrap();
-    let slack = quantumflow_storage::connectors::insert(
-        db.pool(),
-        &quantumflow_storage::connectors::NewConnector {
-            name: "Slack",
-            kind: "slack",
-            description: None,
-            config: &json!({}),
-            credentials: &json!({"webhook_url": format!("http://{}/slack", receiver.address)}),
-            is_active: true,
-            test_status: None,
-            owner_id: owner.id,
-        },
-    )
-    .await
-    .unwrap();
+    let slack = slack_connector(&db, &format!("http://{}/slack", receiver.address)).await;
     let nodes = json!([
         {"name": "signup", "type": "trigger"},
         {"name": "compose", "type": "transform", "config": {"script": concat!(
@@ -676,7 +660,7 @@ async fn scripts_and_slack_messages_run_from_the_snapshot() {
             "n: input.seats * 2 };"
         )}},
         {"name": "post", "type": "action",
-         "config": {"connector": "slack", "connector_id": slack.id,
+         "config": {"connector": "slack", "connector_id": slack,
                     "channel": "#signups", "message": "{{input.text}}"}}
     ]);
     let edges =

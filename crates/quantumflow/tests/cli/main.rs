@@ -6,6 +6,7 @@ mod engine;
 mod errors;
 mod flows;
 mod migrate;
+mod outbound;
 mod receiver;
 mod support;
 mod up;

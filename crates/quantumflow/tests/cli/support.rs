@@ -12,6 +12,7 @@ pub(crate) fn quantumflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quantumflow"));
     cmd.env_remove("DATABASE_URL")
         .env_remove("QUANTUMFLOW_DATA_DIR")
+        .env_remove("QUANTUMFLOW_ALLOW_OUTBOUND")
         .env("RUST_LOG", "warn");
     cmd.stdin(Stdio::null());
     cmd

@@ -6,6 +6,7 @@ use quantumflow_testkit::TestDb;
 use serde_json::json;
 
 use crate::cluster::{create_workflow, execute, finished, grant_admin_token};
+use crate::receiver::Receiver;
 
 use crate::support::{
     free_address, get, quantumflow, run, scratch_dir, stderr, stdout, terminate, wait_ready,
@@ -70,17 +71,20 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     url = url.database(&name);
     let url = sqlx::ConnectOptions::to_url_lossy(&url).to_string();
     let address = free_address();
+    let receiver = Receiver::start(200).await;
+    let logs = tempfile::NamedTempFile::new().unwrap();
 
     let mut child = quantumflow()
         .args(["up", "--listen", &address.to_string()])
         .env("DATABASE_URL", &url)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(logs.reopen().unwrap())
         .spawn()
         .unwrap();
     wait_ready(&mut child, address).await;
     let ready = get(address, "/readyz").await;
-    // The workers inside `up` run what the control plane accepts.
+    // The workers inside `up` run what the control plane accepts, and may call services on
+    // this machine without being told to.
     let seeded = run(quantumflow().arg("seed").env("DATABASE_URL", &url));
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let admin: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'")
@@ -92,8 +96,12 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     let document = json!({
         "name": "up runs nodes", "status": "active", "trigger_config": {"type": "manual"},
         "nodes": [{"name": "start", "type": "trigger"},
-                  {"name": "shout", "type": "transform", "config": {"template": "{{ input.word | upper }}"}}],
-        "edges": [{"source": "start", "target": "shout"}]
+                  {"name": "shout", "type": "transform",
+                   "config": {"template": "{{ input.word | upper }}"}},
+                  {"name": "tell", "type": "action", "config": {
+                      "connector": "http", "url": format!("http://{}/local", receiver.address),
+                      "body": {"said": "{{input}}"}}}],
+        "edges": [{"source": "start", "target": "shout"}, {"source": "shout", "target": "tell"}]
     });
     let workflow = create_workflow(address, &document).await;
     let execution = finished(
@@ -114,6 +122,17 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     assert!(body.contains("\"status\":\"ready\""), "{body}");
     assert!(seeded.status.success(), "{}", stderr(&seeded));
     assert_eq!(execution["status"], "success", "{execution:#}");
-    assert_eq!(execution["output_data"], json!("HI"));
+    assert_eq!(
+        crate::cluster::run(&execution, "shout")["output_data"],
+        json!("HI")
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].body, json!({"said": "HI"}));
     assert!(status.success(), "{status}");
+    let logged = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(
+        logged.contains("may reach loopback addresses") && logged.contains("127.0.0.0/8,::1/128"),
+        "{logged}"
+    );
 }
