@@ -75,7 +75,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workflows", post(workflows::create))
-        .route("/api/v1/workflows/{id}", get(workflows::show))
+        .route(
+            "/api/v1/workflows/{id}",
+            get(workflows::show).delete(workflows::remove),
+        )
+        .route("/api/v1/workflows/{id}/activate", post(workflows::activate))
+        .route("/api/v1/workflows/{id}/pause", post(workflows::pause))
+        .route("/api/v1/workflows/{id}/archive", post(workflows::archive))
         .route(
             "/api/v1/workflows/{id}/executions",
             get(executions::list).post(triggers::execute),

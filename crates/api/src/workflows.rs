@@ -1,5 +1,7 @@
 //! Workflows as resources: `POST /api/v1/workflows` creates one from a single JSON document,
-//! `GET /api/v1/workflows/{id}` reads it back in the same shape.
+//! `GET /api/v1/workflows/{id}` reads it back in the same shape, `DELETE` removes it, and
+//! `POST /api/v1/workflows/{id}/activate`, `/pause` and `/archive` move it through its
+//! lifecycle.
 //!
 //! In both directions edges name their endpoints by node name, as people write them; the
 //! stored edges point at node ids, which the response carries as well. A document is checked
@@ -376,6 +378,104 @@ pub async fn show(
     Ok(Json(WorkflowView::try_from(document)?))
 }
 
+/// `POST /api/v1/workflows/{id}/activate`: the workflow starts accepting triggers.
+pub async fn activate(
+    state: State<AppState>,
+    caller: Caller,
+    id: PathId,
+) -> Result<Json<WorkflowView>, ApiError> {
+    transition(state, caller, id, WorkflowStatus::Active).await
+}
+
+/// `POST /api/v1/workflows/{id}/pause`: the workflow keeps its definition but accepts no
+/// triggers; executions already running finish.
+pub async fn pause(
+    state: State<AppState>,
+    caller: Caller,
+    id: PathId,
+) -> Result<Json<WorkflowView>, ApiError> {
+    transition(state, caller, id, WorkflowStatus::Paused).await
+}
+
+/// `POST /api/v1/workflows/{id}/archive`: the workflow is retired for good, kept for its
+/// history.
+pub async fn archive(
+    state: State<AppState>,
+    caller: Caller,
+    id: PathId,
+) -> Result<Json<WorkflowView>, ApiError> {
+    transition(state, caller, id, WorkflowStatus::Archived).await
+}
+
+/// Whether a workflow in `from` may move to `to`. Archiving is final; a paused workflow is
+/// resumed by activating it; moving to the status it is already in changes nothing and is
+/// allowed, so a retried request gets the same answer.
+fn may_move(from: WorkflowStatus, to: WorkflowStatus) -> bool {
+    use WorkflowStatus::{Active, Archived, Draft, Paused};
+    from == to
+        || matches!(
+            (from, to),
+            (Draft | Paused, Active) | (Active, Paused) | (Draft | Active | Paused, Archived)
+        )
+}
+
+async fn transition(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    to: WorkflowStatus,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let workflow = workflows::get(&state.pool, id).await?;
+    if !caller.owns(workflow.owner_id) {
+        return Err(ApiError::NotFound("workflow"));
+    }
+    let from = workflow.status;
+    if !may_move(from, to) {
+        return Err(ApiError::Conflict(format!(
+            "the workflow is {from} and cannot become {to}; archived workflows stay archived, \
+             and drafts are activated before they are paused"
+        )));
+    }
+    if from != to {
+        let trigger = TriggerConfig {
+            kind: String::new(),
+            config: workflow
+                .trigger_config
+                .get("config")
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let moved = workflows::set_status(&state.pool, id, from, to, Some(caller.user_id))
+            .await
+            .map_err(|err| explain_conflict(err, &trigger))?;
+        if !moved {
+            return Err(ApiError::Conflict(
+                "the workflow's status changed while this request ran; read it and retry".into(),
+            ));
+        }
+        tracing::info!(workflow.id = %id, from = %from, to = %to, "workflow status changed");
+    }
+    let mut conn = state.pool.acquire().await?;
+    let document = workflows::get_document(&mut conn, id).await?;
+    Ok(Json(WorkflowView::try_from(document)?))
+}
+
+/// `DELETE /api/v1/workflows/{id}`: removes the workflow with its nodes, edges and executions.
+/// Answers 204; a workflow that is gone, or another user's, is a 404.
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    let workflow = workflows::get(&state.pool, id).await?;
+    if !caller.owns(workflow.owner_id) {
+        return Err(ApiError::NotFound("workflow"));
+    }
+    workflows::delete(&state.pool, id).await?;
+    tracing::info!(workflow.id = %id, "workflow deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// What [`check`] learned from a valid document.
 #[derive(Debug)]
 struct Checked {
@@ -619,7 +719,7 @@ fn explain_conflict(err: StorageError, trigger: &TriggerConfig) -> ApiError {
         StorageError::Conflict { constraint } if constraint == ACTIVE_WEBHOOK_ROUTE_INDEX => {
             let field = |name| trigger.config.get(name).and_then(Value::as_str);
             ApiError::Conflict(format!(
-                "another active workflow already answers {} {}; create this one as a draft or \
+                "another active workflow already answers {} {}; keep this one inactive or \
                  choose another path",
                 field("method").unwrap_or_default(),
                 field("path").unwrap_or_default(),

@@ -18,6 +18,26 @@ fn routes(workflow: &str, execution: &str, token: &str) -> Vec<(Method, String, 
         (Method::POST, "/api/v1/workflows".into(), Some(document())),
         (Method::GET, format!("/api/v1/workflows/{workflow}"), None),
         (
+            Method::DELETE,
+            format!("/api/v1/workflows/{workflow}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/workflows/{workflow}/pause"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/workflows/{workflow}/activate"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/workflows/{workflow}/archive"),
+            None,
+        ),
+        (
             Method::POST,
             format!("/api/v1/workflows/{workflow}/executions"),
             Some(json!({})),
@@ -201,6 +221,10 @@ async fn another_users_objects_are_not_found_and_a_superuser_sees_them() {
     let as_bob = [
         get(&format!("/api/v1/workflows/{workflow}")),
         post_json(&start, &json!({})),
+        post_json(&format!("/api/v1/workflows/{workflow}/archive"), &json!({})),
+        Request::delete(format!("/api/v1/workflows/{workflow}"))
+            .body(Body::empty())
+            .unwrap(),
         get(&start),
         get(&format!("/api/v1/executions/{execution}")),
         Request::delete(format!("/api/v1/tokens/{ada_token_id}"))

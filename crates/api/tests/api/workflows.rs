@@ -5,7 +5,8 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
 use crate::support::{
-    admin, create_workflow, document, get, post_json, post_raw, problem_detail, send,
+    admin, create_workflow, document, get, post_json, post_raw, problem_detail, send, token_of,
+    user, with_token,
 };
 
 const WORKFLOWS: &str = "/api/v1/workflows";
@@ -292,4 +293,99 @@ async fn a_workflow_id_that_is_not_a_uuid_is_a_400_problem() {
     let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
     assert!(detail.contains("\"new-user\""), "{detail}");
     assert!(detail.contains("not a UUID"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_workflow_moves_through_its_lifecycle_and_only_an_active_one_takes_webhooks() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let mut draft = document();
+    draft["status"] = json!("draft");
+    let created = send(&db, post_json(WORKFLOWS, &draft)).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let webhook = || post_json("/webhook/signup", &json!({"username": "ada"}));
+    let to = |action: &str| post_json(&format!("{WORKFLOWS}/{id}/{action}"), &json!({}));
+
+    let mut statuses = Vec::new();
+    for (action, expected) in [
+        ("pause", StatusCode::CONFLICT),
+        ("activate", StatusCode::OK),
+        ("activate", StatusCode::OK),
+        ("pause", StatusCode::OK),
+        ("activate", StatusCode::OK),
+        ("archive", StatusCode::OK),
+        ("activate", StatusCode::CONFLICT),
+        ("pause", StatusCode::CONFLICT),
+    ] {
+        let moved = send(&db, to(action)).await;
+        assert_eq!(moved.status, expected, "{action}: {}", moved.body);
+        let shown = send(&db, get(&format!("{WORKFLOWS}/{id}"))).await;
+        let status = shown.body["status"].as_str().unwrap().to_owned();
+        let accepted = send(&db, webhook()).await.status == StatusCode::ACCEPTED;
+        statuses.push((status, accepted));
+    }
+
+    let expected = [
+        ("draft", false),
+        ("active", true),
+        ("active", true),
+        ("paused", false),
+        ("active", true),
+        ("archived", false),
+        ("archived", false),
+        ("archived", false),
+    ];
+    let statuses: Vec<(&str, bool)> = statuses.iter().map(|(s, a)| (s.as_str(), *a)).collect();
+    assert_eq!(statuses, expected);
+}
+
+#[tokio::test]
+async fn activating_a_second_workflow_on_a_taken_route_is_a_conflict_and_changes_nothing() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+    let mut twin = document();
+    twin["status"] = json!("draft");
+    let created = send(&db, post_json(WORKFLOWS, &twin)).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+
+    let refused = send(
+        &db,
+        post_json(&format!("{WORKFLOWS}/{id}/activate"), &json!({})),
+    )
+    .await;
+
+    let detail = problem_detail(&refused, StatusCode::CONFLICT);
+    assert!(detail.contains("POST /webhook/signup"), "{detail}");
+    let shown = send(&db, get(&format!("{WORKFLOWS}/{id}"))).await;
+    assert_eq!(shown.body["status"], "draft");
+}
+
+#[tokio::test]
+async fn deleting_a_workflow_removes_it_for_its_owner_only() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let workflow = create_workflow(&db).await;
+    let path = format!("{WORKFLOWS}/{}", workflow["id"].as_str().unwrap());
+    let other = user(&db, "mallory", false).await;
+    let token = token_of(&db, &other).await;
+    let delete = || {
+        axum::http::Request::delete(&path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let refused = send(&db, with_token(delete(), &token)).await;
+    let still_there = send(&db, get(&path)).await.status;
+    let deleted = send(&db, delete()).await.status;
+    let gone = send(&db, get(&path)).await;
+    let again = send(&db, delete()).await;
+
+    problem_detail(&refused, StatusCode::NOT_FOUND);
+    assert_eq!(still_there, StatusCode::OK);
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+    problem_detail(&gone, StatusCode::NOT_FOUND);
+    problem_detail(&again, StatusCode::NOT_FOUND);
+    let accepted = send(&db, post_json("/webhook/signup", &json!({}))).await;
+    problem_detail(&accepted, StatusCode::NOT_FOUND);
 }
