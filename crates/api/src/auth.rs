@@ -15,6 +15,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use quantumflow_storage::tokens::{self, NewToken, Token};
+use quantumflow_storage::workflows::{self, Workflow};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
@@ -53,6 +54,16 @@ impl Caller {
     /// Whether the caller may see and change an object owned by `owner_id`.
     pub fn owns(&self, owner_id: Uuid) -> bool {
         self.is_superuser || self.user_id == owner_id
+    }
+
+    /// The workflow `id` if the caller may see it; another user's is "not found", exactly as
+    /// one that does not exist.
+    pub async fn workflow(&self, db: impl PgExecutor<'_>, id: Uuid) -> Result<Workflow, ApiError> {
+        let workflow = workflows::get(db, id).await?;
+        if !self.owns(workflow.owner_id) {
+            return Err(ApiError::NotFound("workflow"));
+        }
+        Ok(workflow)
     }
 
     /// The owner to filter a listing by: the caller, or nobody for a superuser.

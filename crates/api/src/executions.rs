@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use quantumflow_domain::{ExecutionStatus, NodeRunStatus};
 use quantumflow_storage::executions::{self, Cursor, Execution, NodeRun};
-use quantumflow_storage::workflows;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -193,10 +192,7 @@ pub async fn list(
     }
     let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
 
-    let workflow = workflows::get(&state.pool, workflow_id).await?;
-    if !caller.owns(workflow.owner_id) {
-        return Err(ApiError::NotFound("workflow"));
-    }
+    caller.workflow(&state.pool, workflow_id).await?;
     // One row more than asked tells whether another page follows.
     let mut rows =
         executions::latest_for_workflow(&state.pool, workflow_id, status, cursor, limit + 1)

@@ -89,10 +89,7 @@ pub async fn execute(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("workflow"))?;
-    let workflow = workflows::get(&state.pool, id).await?;
-    if !caller.owns(workflow.owner_id) {
-        return Err(ApiError::NotFound("workflow"));
-    }
+    let workflow = caller.workflow(&state.pool, id).await?;
     if workflow.status != WorkflowStatus::Active {
         return Err(ApiError::Conflict(format!(
             "the workflow is {}; only active workflows can be executed",

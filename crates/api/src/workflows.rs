@@ -352,7 +352,7 @@ pub async fn create(
     let mut tx = state.pool.begin().await?;
     let stored = insert(&mut tx, &document, &checked, caller.user_id)
         .await
-        .map_err(|err| explain_conflict(err, &document.trigger_config))?;
+        .map_err(|err| explain_conflict(err, &document.trigger_config.config))?;
     tx.commit().await?;
 
     let view = WorkflowView::try_from(stored)?;
@@ -425,10 +425,7 @@ async fn transition(
     PathId(id): PathId,
     to: WorkflowStatus,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    let workflow = workflows::get(&state.pool, id).await?;
-    if !caller.owns(workflow.owner_id) {
-        return Err(ApiError::NotFound("workflow"));
-    }
+    let workflow = caller.workflow(&state.pool, id).await?;
     let from = workflow.status;
     if !may_move(from, to) {
         return Err(ApiError::Conflict(format!(
@@ -437,17 +434,13 @@ async fn transition(
         )));
     }
     if from != to {
-        let trigger = TriggerConfig {
-            kind: String::new(),
-            config: workflow
-                .trigger_config
-                .get("config")
-                .cloned()
-                .unwrap_or_default(),
-        };
+        let route = workflow
+            .trigger_config
+            .get("config")
+            .unwrap_or(&Value::Null);
         let moved = workflows::set_status(&state.pool, id, from, to, Some(caller.user_id))
             .await
-            .map_err(|err| explain_conflict(err, &trigger))?;
+            .map_err(|err| explain_conflict(err, route))?;
         if !moved {
             return Err(ApiError::Conflict(
                 "the workflow's status changed while this request ran; read it and retry".into(),
@@ -467,10 +460,7 @@ pub async fn remove(
     caller: Caller,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let workflow = workflows::get(&state.pool, id).await?;
-    if !caller.owns(workflow.owner_id) {
-        return Err(ApiError::NotFound("workflow"));
-    }
+    caller.workflow(&state.pool, id).await?;
     workflows::delete(&state.pool, id).await?;
     tracing::info!(workflow.id = %id, "workflow deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -712,12 +702,13 @@ async fn insert(
     workflows::insert_document(conn, &workflow, &nodes, &edges).await
 }
 
-/// Says which route is taken when an active workflow claims a webhook route another active
-/// workflow already answers; other errors keep their general mapping.
-fn explain_conflict(err: StorageError, trigger: &TriggerConfig) -> ApiError {
+/// Says which route is taken when an active workflow claims a webhook route (`route`, the
+/// trigger's `config` with its method and path) another active workflow already answers;
+/// other errors keep their general mapping.
+fn explain_conflict(err: StorageError, route: &Value) -> ApiError {
     match err {
         StorageError::Conflict { constraint } if constraint == ACTIVE_WEBHOOK_ROUTE_INDEX => {
-            let field = |name| trigger.config.get(name).and_then(Value::as_str);
+            let field = |name| route.get(name).and_then(Value::as_str);
             ApiError::Conflict(format!(
                 "another active workflow already answers {} {}; keep this one inactive or \
                  choose another path",
