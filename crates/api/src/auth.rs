@@ -14,6 +14,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
+use quantumflow_storage::connectors::{self, Connector};
 use quantumflow_storage::tokens::{self, NewToken, Token};
 use quantumflow_storage::workflows::{self, Workflow};
 use rand::RngCore;
@@ -64,6 +65,20 @@ impl Caller {
             return Err(ApiError::NotFound("workflow"));
         }
         Ok(workflow)
+    }
+
+    /// The connector `id` if the caller may see it; another user's is "not found", exactly as
+    /// one that does not exist.
+    pub async fn connector(
+        &self,
+        db: impl PgExecutor<'_>,
+        id: Uuid,
+    ) -> Result<Connector, ApiError> {
+        let connector = connectors::get(db, id).await?;
+        if !self.owns(connector.owner_id) {
+            return Err(ApiError::NotFound("connector"));
+        }
+        Ok(connector)
     }
 
     /// The owner to filter a listing by: the caller, or nobody for a superuser.

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`auth`]: API tokens, the `Caller` every `/api/v1` handler takes, password hashing.
+//! - [`connectors`]: connectors and their sealed credentials (`/api/v1/connectors`).
 //! - [`documents`]: workflow documents cached for starting executions.
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
@@ -17,6 +18,7 @@
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
 pub mod auth;
+pub mod connectors;
 pub mod documents;
 pub mod error;
 pub mod executions;
@@ -35,6 +37,7 @@ use axum::Router;
 use axum::extract::MatchedPath;
 use axum::http::Request;
 use axum::routing::{any, delete, get, post};
+use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
@@ -55,6 +58,8 @@ pub struct AppState {
     pub documents: Arc<documents::Documents>,
     /// Where accepted triggers go to be committed.
     pub starter: starter::Starter,
+    /// Seals connector credentials; without it, non-empty credentials cannot be stored.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl AppState {
@@ -65,7 +70,14 @@ impl AppState {
             starter: starter::Starter::spawn(&pool),
             pool,
             documents: Arc::default(),
+            keyring: None,
         }
+    }
+
+    /// The state with `keyring` for sealing connector credentials.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
     }
 }
 
@@ -87,6 +99,16 @@ pub fn router(state: AppState) -> Router {
             get(executions::list).post(triggers::execute),
         )
         .route("/api/v1/executions/{id}", get(executions::show))
+        .route(
+            "/api/v1/connectors",
+            get(connectors::list).post(connectors::create),
+        )
+        .route(
+            "/api/v1/connectors/{id}",
+            get(connectors::show)
+                .put(connectors::replace)
+                .delete(connectors::remove),
+        )
         .route("/api/v1/users/me", get(tokens::me))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))

@@ -27,6 +27,7 @@ use quantumflow_domain::expr::{self, ExprError, Scope};
 use quantumflow_domain::progress::{self, Fate, NodeState, Outcome, Progress};
 use quantumflow_domain::{EdgeKind, ErrorHandling, NodeKind, RetryPolicy};
 use quantumflow_queue::{NodeRunJob, QueueError};
+use quantumflow_secrets::{Keyring, Redactor, Revealed};
 use quantumflow_storage::runs::{
     self, AttemptResult, Claim, Decided, PlannedRun, StartedExecution, Target,
 };
@@ -330,10 +331,14 @@ pub struct Attempt {
     pub carrier: Uuid,
     /// When the execution times out, on this process's clock.
     pub deadline: Option<Instant>,
-    /// Everything the node's templates could see: `input`, `execution`, `workflow`, `trigger`
-    /// (the request that started the execution), and `nodes` and `secrets` when the node uses
-    /// them.
+    /// Everything the node's input and output templates could see: `input`, `execution`,
+    /// `workflow`, `trigger` (the request that started the execution), and `nodes` when the
+    /// node uses them. Never `secrets`: those are in scope only while `config` is rendered.
     pub scope: Scope,
+    /// The credentials of the connector the node names in `config.connector_id`, opened.
+    pub secrets: Option<Revealed>,
+    /// Scrubs those credentials from the node's output and error before they are recorded.
+    pub redactor: Redactor,
 }
 
 impl Attempt {
@@ -355,6 +360,8 @@ impl Attempt {
             carrier,
             deadline,
             scope: Scope::new(),
+            secrets: None,
+            redactor: Redactor::default(),
         }
     }
 
@@ -398,6 +405,8 @@ pub struct NodeFailure {
 #[derive(Debug)]
 pub struct Engine {
     pool: PgPool,
+    /// Opens connector credentials; without it only rows still in clear can be used.
+    keyring: Option<Arc<Keyring>>,
     plans: Mutex<HashMap<Uuid, Arc<Plan>>>,
     completions: mpsc::Sender<completer::Request>,
 }
@@ -409,8 +418,15 @@ impl Engine {
         Self {
             completions: completer::spawn(&pool),
             pool,
+            keyring: None,
             plans: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The engine with `keyring` for opening connector credentials.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// The engine's pool.
@@ -465,6 +481,8 @@ impl Engine {
         hold: Option<Duration>,
     ) -> Result<Option<Box<Attempt>>, EngineError> {
         let node = attempt.node();
+        // Whatever the node echoed of its credentials goes no further than this.
+        let output = attempt.redactor.value(output);
         let output = if is_empty(&node.output_mapping) {
             output
         } else {
@@ -584,14 +602,25 @@ impl Engine {
             .prepare(&attempt.plan, attempt.index, &attempt.claim, known)
             .await;
         match prepared {
-            Ok((input, config, scope)) => {
-                attempt.input = input;
-                attempt.config = config;
-                attempt.scope = scope;
+            Ok(prepared) => {
+                attempt.input = prepared.input;
+                attempt.config = prepared.config;
+                attempt.scope = prepared.scope;
+                attempt.redactor = prepared
+                    .secrets
+                    .as_ref()
+                    .map(Revealed::redactor)
+                    .unwrap_or_default();
+                attempt.secrets = prepared.secrets;
                 Ok(Some(Box::new(attempt)))
             }
             // The database failing is not the node's fault: the job is delivered again.
             Err(PrepareError::Storage(err)) => Err(err.into()),
+            Err(PrepareError::Template { message, secrets }) => {
+                let message = secrets.map_or(message.clone(), |s| s.redactor().text(&message));
+                self.finish(&attempt, Err(&message), None).await?;
+                Ok(None)
+            }
             Err(err) => {
                 self.finish(&attempt, Err(&err.to_string()), None).await?;
                 Ok(None)
@@ -616,6 +645,10 @@ impl Engine {
 
     /// Records a failed attempt: retried later if the policy allows, failed for good otherwise.
     pub async fn fail(&self, attempt: &Attempt, failure: &NodeFailure) -> Result<(), EngineError> {
+        let failure = &NodeFailure {
+            message: attempt.redactor.text(&failure.message),
+            retryable: failure.retryable,
+        };
         let number = attempt.claim.attempt.max(1) as u32;
         if failure.retryable && attempt.policy.allows_retry_after(number) {
             let delay = attempt.policy.delay_after(number, rand::random::<f64>());
@@ -668,14 +701,14 @@ impl Engine {
         Ok(plan)
     }
 
-    /// The node's input and rendered config.
+    /// The node's input, rendered config and the credentials it uses.
     async fn prepare(
         &self,
         plan: &Plan,
         index: usize,
         claim: &Claim,
         known: Option<(usize, &Value)>,
-    ) -> Result<(Value, Value, Scope), PrepareError> {
+    ) -> Result<Prepared, PrepareError> {
         let node = plan.node(index);
         let incoming: Vec<_> = plan.graph.incoming(index).copied().collect();
         let sources: Vec<Uuid> = incoming.iter().map(|e| plan.node(e.source).id).collect();
@@ -751,19 +784,25 @@ impl Engine {
                 .collect();
             scope = scope.with("nodes", Value::Object(nodes));
         }
-        if let Some(connector) = node.config.get("connector_id").and_then(Value::as_str) {
-            let id: Uuid = connector.parse().map_err(|_| {
-                PrepareError::Config(format!("connector_id {connector:?} is not a uuid"))
-            })?;
-            let credentials = quantumflow_storage::connectors::credentials(&self.pool, id).await?;
-            scope = scope.with("secrets", credentials);
-        }
+        let secrets = match node.config.get("connector_id") {
+            Some(connector) => Some(self.connector_secrets(connector, claim).await?),
+            None => None,
+        };
 
         let input = if is_empty(&node.input_mapping) {
             input
         } else {
-            expr::render(&node.input_mapping, &scope)
-                .map_err(|e| PrepareError::Template(format!("input_mapping: {e}")))?
+            expr::render(&node.input_mapping, &scope).map_err(|e| {
+                let message = if mentions_secrets(&e) {
+                    format!(
+                        "input_mapping: {e}: secrets are only available in the node's config, \
+                         never in input_mapping"
+                    )
+                } else {
+                    format!("input_mapping: {e}")
+                };
+                PrepareError::template(message, None)
+            })?
         };
         let scope = scope.with("input", input.clone());
         // A condition node's expression is evaluated by the node itself, as an expression, not
@@ -771,10 +810,60 @@ impl Engine {
         let config = if node.kind == NodeKind::Condition {
             node.config.clone()
         } else {
-            expr::render(&node.config, &scope)
-                .map_err(|e| PrepareError::Template(format!("config: {e}")))?
+            // Only this rendering sees the credentials; the scope kept on the attempt does not.
+            let config_scope = match &secrets {
+                Some(revealed) => scope.clone().with("secrets", revealed.as_value().clone()),
+                None => scope.clone(),
+            };
+            expr::render(&node.config, &config_scope)
+                .map_err(|e| PrepareError::template(format!("config: {e}"), secrets.as_ref()))?
         };
-        Ok((input, config, scope))
+        Ok(Prepared {
+            input,
+            config,
+            scope,
+            secrets,
+        })
+    }
+
+    /// Opens the credentials of the connector a node's `config.connector_id` names. The
+    /// connector must exist, belong to the owner of the execution's workflow and be active.
+    async fn connector_secrets(
+        &self,
+        connector: &Value,
+        claim: &Claim,
+    ) -> Result<Revealed, PrepareError> {
+        let id = connector
+            .as_str()
+            .and_then(|text| text.parse::<Uuid>().ok())
+            .ok_or_else(|| {
+                PrepareError::Config(format!("config.connector_id {connector} is not a UUID"))
+            })?;
+        let found =
+            quantumflow_storage::connectors::for_node(&self.pool, id, claim.execution_id).await?;
+        // Someone else's connector reads exactly like a missing one: a workflow must not learn
+        // which ids exist.
+        let connector = found.filter(|c| c.same_owner).ok_or_else(|| {
+            PrepareError::Config(format!(
+                "connector {id} (config.connector_id) does not exist or belongs to another \
+                 user; a node may only use connectors of its workflow's owner"
+            ))
+        })?;
+        if !connector.is_active {
+            return Err(PrepareError::Config(format!(
+                "connector {id} (config.connector_id) is inactive; activate it to use it"
+            )));
+        }
+        let opened = quantumflow_secrets::reveal(
+            self.keyring.as_deref(),
+            id,
+            &connector.credentials,
+        )
+        .map_err(|err| {
+            tracing::warn!(connector.id = %id, error.message = %err, "cannot open credentials");
+            PrepareError::Config(format!("cannot use connector {id}: {err}"))
+        })?;
+        Ok(Revealed::new(opened))
     }
 
     /// Fails the execution because its deadline passed while the attempt's node ran.
@@ -1163,13 +1252,41 @@ fn poisoned() -> EngineError {
     ))
 }
 
+/// A node's input and config, rendered.
+struct Prepared {
+    input: Value,
+    config: Value,
+    scope: Scope,
+    secrets: Option<Revealed>,
+}
+
 /// Why a node's input or config could not be prepared.
 #[derive(Debug, thiserror::Error)]
 enum PrepareError {
-    #[error("{0}")]
-    Template(String),
+    /// A template failed; its message is redacted with `secrets` before it is recorded.
+    #[error("{message}")]
+    Template {
+        message: String,
+        secrets: Option<Revealed>,
+    },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl PrepareError {
+    fn template(message: String, secrets: Option<&Revealed>) -> Self {
+        Self::Template {
+            message,
+            secrets: secrets.cloned(),
+        }
+    }
+}
+
+/// Whether a failed expression refers to `secrets`.
+fn mentions_secrets(err: &ExprError) -> bool {
+    err.expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| word == "secrets")
 }

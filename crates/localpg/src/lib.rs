@@ -360,7 +360,28 @@ struct Binaries {
     postgres: PathBuf,
 }
 
+/// The PostgreSQL program `name` (such as `pg_dump`), looked up where the server's own
+/// binaries are: on `PATH`, then in the newest versioned directory.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    search_dirs()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 fn find_binaries() -> Result<Binaries> {
+    search_dirs()
+        .iter()
+        .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+        .map(|dir| Binaries {
+            initdb: dir.join("initdb"),
+            postgres: dir.join("postgres"),
+        })
+        .ok_or(LocalPgError::BinariesNotFound)
+}
+
+/// Where PostgreSQL's programs may be, in order of preference.
+fn search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -377,14 +398,7 @@ fn find_binaries() -> Result<Binaries> {
         .collect();
     versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
-
-    dirs.iter()
-        .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
-        .map(|dir| Binaries {
-            initdb: dir.join("initdb"),
-            postgres: dir.join("postgres"),
-        })
-        .ok_or(LocalPgError::BinariesNotFound)
+    dirs
 }
 
 fn server_account(service_user: &str) -> Result<Account> {

@@ -1,6 +1,7 @@
 //! Command-line flags. Every flag can also be set through the environment variable named in
 //! its help, so containers are configured without a command line.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -60,6 +61,30 @@ pub(crate) enum Command {
     User(UserArgs),
     /// Create, list and revoke API tokens.
     Token(TokenArgs),
+    /// Generate keys for connector credentials, and re-encrypt credentials after a rotation.
+    Keys(KeysArgs),
+}
+
+/// `QUANTUMFLOW_CREDENTIAL_KEYS` as given; parsed by the command, so that a mistake is
+/// explained without clap quoting the value, which is key material.
+#[derive(Clone)]
+pub(crate) struct KeySpec(pub(crate) String);
+
+impl fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeySpec(..)")
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CredentialKeysArgs {
+    /// Keys for connector credentials: comma-separated `kid:base64-key` entries (32-byte keys).
+    /// The first seals new credentials, the others only open older ones. `up` generates one
+    /// into --data-dir when none is given.
+    #[arg(long = "credential-keys", value_name = "KID:KEY,...",
+          env = quantumflow_secrets::KEYS_VAR, hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, std::convert::Infallible>(KeySpec(s.to_owned())))]
+    pub(crate) spec: Option<KeySpec>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +97,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUANTUMFLOW_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) db_pool_size: u32,
+
+    #[command(flatten)]
+    pub(crate) keys: CredentialKeysArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +126,9 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) outbound: OutboundArgs,
+
+    #[command(flatten)]
+    pub(crate) keys: CredentialKeysArgs,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +199,9 @@ pub(crate) struct SeedArgs {
     /// API key for the e-mail connector; without it the connector is created inactive.
     #[arg(long, env = "QUANTUMFLOW_SEED_EMAIL_API_KEY", hide_env_values = true)]
     pub(crate) email_api_key: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) keys: CredentialKeysArgs,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +263,29 @@ pub(crate) enum TokenAction {
     Revoke {
         /// The token's id, as `token list` shows it.
         id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysArgs {
+    #[command(subcommand)]
+    pub(crate) action: KeysAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysAction {
+    /// Print a new random `kid:base64-key` entry for QUANTUMFLOW_CREDENTIAL_KEYS.
+    Generate,
+    /// Re-encrypt every connector's credentials with the active (first) key, and encrypt those
+    /// still stored in clear. Safe to run again; run it after putting a new key first.
+    Rotate {
+        /// Connectors re-encrypted per transaction.
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+
+        #[command(flatten)]
+        keys: CredentialKeysArgs,
     },
 }
 

@@ -20,6 +20,7 @@ use apalis_postgres::Config;
 use quantumflow_engine::{Attempt, Begin, Engine, EngineError};
 use quantumflow_netguard::{Client, Policy};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
+use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tracing::Instrument;
 
@@ -40,6 +41,9 @@ pub struct WorkerConfig {
     /// Which addresses http and slack nodes may reach. The default refuses every internal
     /// address: loopback, private, link-local (cloud metadata) and the like.
     pub outbound: Policy,
+    /// Opens connector credentials (`QUANTUMFLOW_CREDENTIAL_KEYS`); without it, nodes using a
+    /// connector whose credentials are sealed fail, saying so.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl Default for WorkerConfig {
@@ -48,6 +52,7 @@ impl Default for WorkerConfig {
             concurrency: 16,
             batch_size: 10,
             outbound: Policy::default(),
+            keyring: None,
         }
     }
 }
@@ -77,7 +82,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let http = Client::new(config.outbound.clone()).map_err(WorkerError::Http)?;
     let runtime = Arc::new(Runtime {
-        engine: Engine::new(pool.clone()),
+        engine: Engine::new(pool.clone()).with_keyring(config.keyring.clone()),
         http,
         draining: AtomicBool::new(false),
     });
@@ -105,6 +110,11 @@ pub async fn run(
         worker = %name,
         concurrency = config.concurrency,
         allow_outbound = %allowed.join(","),
+        credential_kids = %config
+            .keyring
+            .as_ref()
+            .map(|k| k.kids().collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
         "worker starting"
     );
 

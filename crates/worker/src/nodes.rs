@@ -218,8 +218,8 @@ pub mod http {
     /// credentials (`config.connector_id`, key `webhook_url`).
     pub async fn slack(attempt: &Attempt, http: &Client) -> Result<Value, NodeFailure> {
         let url = attempt
-            .scope
-            .get("secrets")
+            .secrets
+            .as_ref()
             .and_then(|s| s.get("webhook_url"))
             .and_then(Value::as_str)
             .ok_or_else(|| {

@@ -13,7 +13,13 @@ use crate::support::{
 };
 
 /// Every `/api/v1` route, with a body where it takes one. Ids are of objects that exist.
-fn routes(workflow: &str, execution: &str, token: &str) -> Vec<(Method, String, Option<Value>)> {
+fn routes(
+    workflow: &str,
+    execution: &str,
+    token: &str,
+    connector: &str,
+) -> Vec<(Method, String, Option<Value>)> {
+    let connector_body = json!({"name": "c", "type": "http"});
     vec![
         (Method::POST, "/api/v1/workflows".into(), Some(document())),
         (Method::GET, format!("/api/v1/workflows/{workflow}"), None),
@@ -56,6 +62,23 @@ fn routes(workflow: &str, execution: &str, token: &str) -> Vec<(Method, String, 
             Some(json!({"name": "x"})),
         ),
         (Method::DELETE, format!("/api/v1/tokens/{token}"), None),
+        (Method::GET, "/api/v1/connectors".into(), None),
+        (
+            Method::POST,
+            "/api/v1/connectors".into(),
+            Some(connector_body.clone()),
+        ),
+        (Method::GET, format!("/api/v1/connectors/{connector}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/connectors/{connector}"),
+            Some(connector_body),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/connectors/{connector}"),
+            None,
+        ),
     ]
 }
 
@@ -100,6 +123,13 @@ async fn every_api_route_refuses_a_missing_malformed_unknown_revoked_or_expired_
     let started = send(&db, post_json(&path, &json!({}))).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
     let execution_id = started.body["execution_id"].as_str().unwrap().to_owned();
+    let connector = send(
+        &db,
+        post_json("/api/v1/connectors", &json!({"name": "c", "type": "http"})),
+    )
+    .await;
+    assert_eq!(connector.status, StatusCode::CREATED, "{}", connector.body);
+    let connector_id = connector.body["id"].as_str().unwrap();
 
     let owner = user(&db, "ada", false).await;
     let revoked = token_of(&db, &owner).await;
@@ -134,6 +164,7 @@ async fn every_api_route_refuses_a_missing_malformed_unknown_revoked_or_expired_
         count(&db, "workflows").await,
         count(&db, "executions").await,
         count(&db, "api_tokens WHERE revoked_at IS NULL").await,
+        count(&db, "connectors").await,
     );
     let presented: [(&str, Option<String>, &str); 7] = [
         ("no header", None, ""),
@@ -168,7 +199,7 @@ async fn every_api_route_refuses_a_missing_malformed_unknown_revoked_or_expired_
             "invalid_token",
         ),
     ];
-    for (method, path, body) in routes(workflow_id, &execution_id, &token_id) {
+    for (method, path, body) in routes(workflow_id, &execution_id, &token_id, connector_id) {
         for (case, authorization, challenge) in &presented {
             let mut request = request(&method, &path, body.as_ref());
             if let Some(value) = authorization {
@@ -187,6 +218,7 @@ async fn every_api_route_refuses_a_missing_malformed_unknown_revoked_or_expired_
         count(&db, "workflows").await,
         count(&db, "executions").await,
         count(&db, "api_tokens WHERE revoked_at IS NULL").await,
+        count(&db, "connectors").await,
     );
     assert_eq!(after, before, "a refused request changed something");
 }

@@ -2,6 +2,7 @@
 //! database of its own.
 
 mod auth;
+mod connectors;
 mod executions;
 mod health;
 mod support;

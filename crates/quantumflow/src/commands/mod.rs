@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod accounts;
+mod keys;
 mod migrate;
 mod seed;
 mod serve;
@@ -20,23 +21,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(url, &data_dir, &args).await,
         Command::Serve(args) => {
+            let keyring = keys::configured(&args.keys, &data_dir, url)?;
             let pool = database::connect_configured(url, &data_dir, args.db_pool_size).await?;
             serve::check_schema(&pool).await?;
-            serve::run(pool, args.listen, serve::shutdown_signal()).await
+            serve::run(pool, args.listen, keyring, serve::shutdown_signal()).await
         }
         Command::Worker(args) => {
+            let keyring = keys::configured(&args.keys, &data_dir, url)?;
             // One connection per node in flight, plus the queue's heartbeat and listener.
             let size = args.concurrency + 4;
             let pool = database::connect_configured(url, &data_dir, size).await?;
-            worker::run(pool, &args).await
+            worker::run(pool, &args, keyring).await
         }
         Command::Migrate(args) => {
             let pool = database::connect_configured(url, &data_dir, 2).await?;
             migrate::run(&pool, &args.action).await
         }
         Command::Seed(args) => {
+            let keyring = keys::configured(&args.keys, &data_dir, url)?;
             let pool = database::connect_configured(url, &data_dir, 2).await?;
-            seed::run(&pool, &args).await
+            seed::run(&pool, &args, keyring.as_deref()).await
         }
         Command::User(args) => {
             let pool = database::connect_configured(url, &data_dir, 2).await?;
@@ -46,5 +50,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = database::connect_configured(url, &data_dir, 2).await?;
             accounts::token(&pool, args.action).await
         }
+        Command::Keys(args) => keys::run(&args.action, &data_dir, url).await,
     }
 }

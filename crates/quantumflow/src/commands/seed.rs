@@ -3,7 +3,8 @@
 //! An admin and a demo user, a Slack-webhook and an e-mail connector, and the "new user
 //! registration notification" workflow (webhook → transform → Slack). Nothing secret is built
 //! in: passwords come from flags or the environment or are generated and printed once, and
-//! connectors without their secret are created inactive.
+//! connectors without their secret are created inactive. Given secrets are sealed with the
+//! configured credential keys, like those stored through the API.
 
 use std::io::Write;
 
@@ -11,11 +12,13 @@ use anyhow::{Context, bail};
 use quantumflow_api::auth::hash_password;
 use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
 use quantumflow_domain::{EdgeKind, NodeKind, WorkflowGraph, WorkflowStatus};
+use quantumflow_secrets::{KEYS_VAR, Keyring};
 use quantumflow_storage::connectors::{self, NewConnector};
 use quantumflow_storage::users::{self, NewUser};
 use quantumflow_storage::workflows::{self, NewEdge, NewNode, NewWorkflow};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::cli::SeedArgs;
 use crate::commands::accounts::Password;
@@ -23,7 +26,17 @@ use crate::commands::accounts::Password;
 /// The demo workflow's webhook.
 const WEBHOOK_PATH: &str = "/webhook/new-user";
 
-pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    pool: &PgPool,
+    args: &SeedArgs,
+    keyring: Option<&Keyring>,
+) -> anyhow::Result<()> {
+    if keyring.is_none() && (args.slack_webhook_url.is_some() || args.email_api_key.is_some()) {
+        bail!(
+            "the connectors' credentials are stored encrypted, and no key is configured; set \
+             {KEYS_VAR} (`quantumflow keys generate` prints an entry) or leave out the secrets"
+        );
+    }
     crate::commands::serve::check_schema(pool).await?;
     let mut out = std::io::stdout().lock();
     if users::find_by_login(pool, "admin").await?.is_some() {
@@ -68,34 +81,44 @@ pub(crate) async fn run(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<()> {
     .await
     .context("cannot create the demo user (check --demo-email)")?;
 
+    let slack_id = Uuid::now_v7();
     let slack = connectors::insert(
         &mut *tx,
         &NewConnector {
+            id: slack_id,
             name: "Slack Webhook",
             kind: "slack",
             description: Some("Posts messages to a Slack channel"),
             config: &json!({"workspace": "quantumflow-demo"}),
-            credentials: &args
-                .slack_webhook_url
-                .as_ref()
-                .map_or_else(|| json!({}), |url| json!({"webhook_url": url})),
+            credentials: &sealed(
+                keyring,
+                slack_id,
+                args.slack_webhook_url
+                    .as_ref()
+                    .map(|url| json!({"webhook_url": url})),
+            )?,
             is_active: args.slack_webhook_url.is_some(),
             test_status: Some("pending"),
             owner_id: admin.id,
         },
     )
     .await?;
+    let email_id = Uuid::now_v7();
     connectors::insert(
         &mut *tx,
         &NewConnector {
+            id: email_id,
             name: "SendGrid Email",
             kind: "email",
             description: Some("Sends e-mail through SendGrid"),
             config: &json!({"from_email": "noreply@quantumflow.com"}),
-            credentials: &args
-                .email_api_key
-                .as_ref()
-                .map_or_else(|| json!({}), |key| json!({"api_key": key})),
+            credentials: &sealed(
+                keyring,
+                email_id,
+                args.email_api_key
+                    .as_ref()
+                    .map(|key| json!({"api_key": key})),
+            )?,
             is_active: args.email_api_key.is_some(),
             test_status: Some("pending"),
             owner_id: admin.id,
@@ -222,4 +245,18 @@ async fn insert_demo_workflow(
     )
     .await?;
     Ok(doc.workflow)
+}
+
+/// The credentials to store for the connector `id`: `{}` without any, sealed otherwise (`run`
+/// refuses secrets without a keyring before anything is written).
+fn sealed(
+    keyring: Option<&Keyring>,
+    id: Uuid,
+    credentials: Option<Value>,
+) -> anyhow::Result<Value> {
+    match (credentials, keyring) {
+        (Some(clear), Some(keyring)) => Ok(keyring.seal(id, &clear)?),
+        (Some(_), None) => bail!("no key to seal credentials with; set {KEYS_VAR}"),
+        (None, _) => Ok(json!({})),
+    }
 }

@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use quantumflow_api::AppState;
+use quantumflow_secrets::{KEYS_VAR, Keyring};
 use quantumflow_storage::schema;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -13,14 +15,25 @@ use tokio::net::TcpListener;
 pub(crate) async fn run(
     pool: PgPool,
     listen: SocketAddr,
+    keyring: Option<Arc<Keyring>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; free the address or pass --listen"))?;
-    tracing::info!(address = %listen, "control plane listening");
+    match &keyring {
+        Some(keyring) => tracing::info!(
+            address = %listen,
+            credential_kid = keyring.active_kid(),
+            "control plane listening"
+        ),
+        None => tracing::warn!(
+            address = %listen,
+            "control plane listening without {KEYS_VAR}: connectors cannot be given credentials"
+        ),
+    }
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
-    let app = quantumflow_api::router(AppState::new(pool));
+    let app = quantumflow_api::router(AppState::new(pool).with_keyring(keyring));
     let served = quantumflow_api::serve(listener, app, shutdown).await;
     folding.abort();
     served.context("the HTTP server failed")?;

@@ -1,18 +1,21 @@
 //! `quantumflow up`: the whole system in one process on one machine.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use quantumflow_localpg::LocalPg;
 use quantumflow_netguard::{LOOPBACK, Policy};
+use quantumflow_secrets::Keyring;
 use quantumflow_worker::WorkerConfig;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::cli::UpArgs;
-use crate::commands::{migrate, serve};
+use crate::commands::{keys, migrate, serve};
 use crate::database;
 
 pub(crate) async fn run(url: Option<&str>, data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+    let keyring = keys::for_up(&args.serve.keys, data_dir)?;
     let (options, private) = match url {
         Some(url) => {
             let options = database::parse_url(url)?;
@@ -26,7 +29,7 @@ pub(crate) async fn run(url: Option<&str>, data_dir: &Path, args: &UpArgs) -> an
     };
 
     // Whatever happens next, a private server we started is stopped before we return.
-    let result = serve_until_signal(options, private.as_ref(), args).await;
+    let result = serve_until_signal(options, private.as_ref(), args, keyring).await;
     if let Some(server) = private {
         server.stop().await?;
     }
@@ -37,6 +40,7 @@ async fn serve_until_signal(
     options: PgConnectOptions,
     private: Option<&LocalPg>,
     args: &UpArgs,
+    keyring: Arc<Keyring>,
 ) -> anyhow::Result<()> {
     let pool = database::pool(options, args.serve.db_pool_size).await?;
     migrate::apply_all(&pool).await?;
@@ -67,8 +71,9 @@ async fn serve_until_signal(
         let listen = args.serve.listen;
         let stopped = until_stopped(stopped.clone());
         let pool = pool.clone();
+        let keyring = Some(Arc::clone(&keyring));
         async move {
-            let result = serve::run(pool, listen, stopped).await;
+            let result = serve::run(pool, listen, keyring, stopped).await;
             let _ = stop.send(true);
             result
         }
@@ -76,6 +81,7 @@ async fn serve_until_signal(
     let config = WorkerConfig {
         concurrency: args.workers as usize,
         outbound: outbound_policy(args),
+        keyring: Some(keyring),
         ..WorkerConfig::default()
     };
     let worker = async {

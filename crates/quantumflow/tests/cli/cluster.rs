@@ -20,6 +20,8 @@ pub(crate) struct Cluster {
     pub(crate) api: SocketAddr,
     url: String,
     worker_flags: &'static [&'static str],
+    /// `QUANTUMFLOW_CREDENTIAL_KEYS` of every process, if any.
+    keys: Option<String>,
     processes: Vec<Child>,
 }
 
@@ -31,24 +33,36 @@ impl Cluster {
 
     /// A control plane and `workers` workers.
     pub(crate) async fn with_workers(db: &TestDb, workers: usize) -> Self {
-        Self::launch(db, workers, ALLOW_RECEIVERS).await
+        Self::launch(db, workers, ALLOW_RECEIVERS, None).await
+    }
+
+    /// A control plane and two workers, all with the credential keys `keys`.
+    pub(crate) async fn with_keys(db: &TestDb, keys: &str) -> Self {
+        Self::launch(db, 2, ALLOW_RECEIVERS, Some(keys.to_owned())).await
     }
 
     /// A control plane and two workers that allow no internal address, as a worker started
     /// without flags.
     pub(crate) async fn refusing_loopback(db: &TestDb) -> Self {
-        Self::launch(db, 2, &[]).await
+        Self::launch(db, 2, &[], None).await
     }
 
-    async fn launch(db: &TestDb, workers: usize, worker_flags: &'static [&'static str]) -> Self {
+    async fn launch(
+        db: &TestDb,
+        workers: usize,
+        worker_flags: &'static [&'static str],
+        keys: Option<String>,
+    ) -> Self {
         let api = free_address();
         let url = db.url();
-        let mut server = spawn(&url, &["serve", "--listen", &api.to_string()]);
+        let listen = api.to_string();
+        let mut server = spawn(&url, keys.as_deref(), &["serve", "--listen", &listen]);
         wait_ready(&mut server, api).await;
         let mut cluster = Self {
             api,
             url,
             worker_flags,
+            keys,
             processes: vec![server],
         };
         for _ in 0..workers {
@@ -61,7 +75,8 @@ impl Cluster {
     pub(crate) fn add_worker(&mut self) -> usize {
         let mut args = vec!["worker", "--concurrency", "4"];
         args.extend_from_slice(self.worker_flags);
-        self.processes.push(spawn(&self.url, &args));
+        self.processes
+            .push(spawn(&self.url, self.keys.as_deref(), &args));
         self.processes.len() - 1
     }
 
@@ -77,8 +92,12 @@ impl Cluster {
     }
 }
 
-fn spawn(url: &str, args: &[&str]) -> Child {
-    quantumflow()
+fn spawn(url: &str, keys: Option<&str>, args: &[&str]) -> Child {
+    let mut command = quantumflow();
+    if let Some(keys) = keys {
+        command.env(quantumflow_secrets::KEYS_VAR, keys);
+    }
+    command
         .args(args)
         .env("DATABASE_URL", url)
         .stdout(Stdio::null())
@@ -133,6 +152,7 @@ pub(crate) async fn slack_connector(db: &TestDb, webhook_url: &str) -> uuid::Uui
     let connector = connectors::insert(
         db.pool(),
         &NewConnector {
+            id: uuid::Uuid::now_v7(),
             name: "Slack",
             kind: "slack",
             description: None,

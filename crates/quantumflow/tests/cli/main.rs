@@ -2,9 +2,11 @@
 
 mod accounts;
 mod cluster;
+mod credentials;
 mod engine;
 mod errors;
 mod flows;
+mod keys;
 mod migrate;
 mod outbound;
 mod receiver;

@@ -2,6 +2,7 @@
 
 use std::process::Stdio;
 
+use quantumflow_secrets::Keyring;
 use quantumflow_testkit::TestDb;
 
 use crate::support::{quantumflow, run, stderr, stdout};
@@ -129,6 +130,7 @@ async fn seed_takes_given_secrets_and_activates_connectors() {
             "QUANTUMFLOW_SEED_SLACK_WEBHOOK_URL",
             "http://127.0.0.1:9/hook",
         )
+        .env(quantumflow_secrets::KEYS_VAR, Keyring::generate_entry())
         .env("DATABASE_URL", db.url()));
     let active: Vec<(String, bool)> =
         sqlx::query_as("SELECT type::text, is_active FROM connectors ORDER BY type")
@@ -145,4 +147,35 @@ async fn seed_takes_given_secrets_and_activates_connectors() {
         active,
         [("email".to_owned(), false), ("slack".to_owned(), true)]
     );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT credentials::text FROM connectors")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|text| !text.contains("/hook")),
+        "the webhook URL is stored in clear: {stored:?}"
+    );
+    assert!(stored.iter().any(|text| text.contains("xchacha20poly1305")));
+}
+
+#[tokio::test]
+async fn seed_refuses_secrets_it_cannot_seal() {
+    let db = TestDb::new().await;
+
+    let output = run(quantumflow()
+        .args(["seed", "--slack-webhook-url", "http://127.0.0.1:9/hook"])
+        .env_remove(quantumflow_secrets::KEYS_VAR)
+        .env("DATABASE_URL", db.url()));
+
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(quantumflow_secrets::KEYS_VAR),
+        "{}",
+        stderr(&output)
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 0);
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 pub(crate) struct Received {
     pub(crate) path: String,
     pub(crate) idempotency_key: Option<String>,
+    pub(crate) authorization: Option<String>,
     pub(crate) body: Value,
 }
 
@@ -48,7 +49,7 @@ impl Receiver {
                         return;
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let (mut length, mut key) = (0usize, None);
+                    let (mut length, mut key, mut authorization) = (0usize, None, None);
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
@@ -62,6 +63,7 @@ impl Receiver {
                         match name.to_ascii_lowercase().as_str() {
                             "content-length" => length = value.trim().parse().unwrap_or(0),
                             "idempotency-key" => key = Some(value.trim().to_owned()),
+                            "authorization" => authorization = Some(value.trim().to_owned()),
                             _ => {}
                         }
                     }
@@ -73,6 +75,7 @@ impl Receiver {
                     let request = Received {
                         path,
                         idempotency_key: key,
+                        authorization,
                         body,
                     };
                     let (status, pause) = {
@@ -85,9 +88,16 @@ impl Receiver {
                         behaviour(&request, seen)
                     };
                     tokio::time::sleep(pause).await;
+                    // Like many real services, it echoes the credentials it was sent.
+                    let answer = match &request.authorization {
+                        Some(sent) => serde_json::json!({"ok": true, "authorization": sent}),
+                        None => serde_json::json!({"ok": true}),
+                    }
+                    .to_string();
                     let reply = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
-                         content-length: 11\r\nconnection: close\r\n\r\n{{\"ok\":true}}"
+                         content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
                     );
                     let _ = reader.get_mut().write_all(reply.as_bytes()).await;
                 });

@@ -13,6 +13,7 @@ pub(crate) fn quantumflow() -> Command {
     cmd.env_remove("DATABASE_URL")
         .env_remove("QUANTUMFLOW_DATA_DIR")
         .env_remove("QUANTUMFLOW_ALLOW_OUTBOUND")
+        .env_remove("QUANTUMFLOW_CREDENTIAL_KEYS")
         .env("RUST_LOG", "warn");
     cmd.stdin(Stdio::null());
     cmd

@@ -1,5 +1,6 @@
 //! `quantumflow up` end to end: with a private server and with DATABASE_URL.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use quantumflow_testkit::TestDb;
@@ -35,11 +36,15 @@ async fn up_runs_a_private_server_that_keeps_its_data_across_restarts() {
         .arg(&data_dir));
     let seeded = run(quantumflow().args(["seed", "--data-dir"]).arg(&data_dir));
     let stopped = terminate(&mut first);
+    let key_file = data_dir.join("credential-keys");
+    let first_key = std::fs::read_to_string(&key_file).unwrap();
+    let key_mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
 
     let mut second = up();
     wait_ready(&mut second, address).await;
     let reseeded = run(quantumflow().args(["seed", "--data-dir"]).arg(&data_dir));
     let stopped_again = terminate(&mut second);
+    let second_key = std::fs::read_to_string(&key_file).unwrap();
 
     assert_eq!(health.map(|(status, _)| status), Some(200));
     assert_eq!(busy.status.code(), Some(1));
@@ -56,6 +61,11 @@ async fn up_runs_a_private_server_that_keeps_its_data_across_restarts() {
         stdout(&reseeded)
     );
     assert!(stopped_again.success());
+    // The generated key is private to its owner, usable, and kept across restarts: a new one
+    // would leave the seeded connectors' credentials unreadable.
+    assert_eq!(key_mode & 0o777, 0o600, "{key_mode:o}");
+    assert!(quantumflow_secrets::Keyring::parse(first_key.trim()).is_ok());
+    assert_eq!(first_key, second_key);
     assert!(
         !quantumflow_localpg::is_running(&data_dir),
         "the private server outlived up"

@@ -198,6 +198,7 @@ async fn connectors_keep_credentials_out_of_ordinary_reads() {
     let owner = support::user(db.pool(), "owner").await;
     let credentials = json!({"webhook_url": "http://127.0.0.1:9/secret-path"});
     let new = NewConnector {
+        id: uuid::Uuid::now_v7(),
         name: "Slack",
         kind: "slack",
         description: None,
@@ -209,7 +210,7 @@ async fn connectors_keep_credentials_out_of_ordinary_reads() {
     };
 
     let created = connectors::insert(db.pool(), &new).await.unwrap();
-    let listed = connectors::list_for_owner(db.pool(), owner.id, Some("slack"))
+    let listed = connectors::list(db.pool(), Some(owner.id), Some("slack"))
         .await
         .unwrap();
     let stored = connectors::credentials(db.pool(), created.id)
