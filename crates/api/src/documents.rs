@@ -5,7 +5,8 @@
 //! `updated_at` and `version` are those of the cached document, the document is current.
 //! Everything that changes a workflow's nodes, edges, settings or status moves its
 //! `updated_at`, and counting executions on the row does not, so the cache is never stale for
-//! what a snapshot holds.
+//! what a snapshot holds. A replace in place moves `updated_at` strictly forward; a replace
+//! that makes a new version gives it a new id, which no cached document has.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,8 +36,7 @@ impl Documents {
         {
             return Ok(Arc::clone(doc));
         }
-        let mut conn = pool.acquire().await?;
-        let doc = Arc::new(workflows::get_document(&mut conn, workflow.id).await?);
+        let doc = Arc::new(workflows::read_document(pool, workflow.id).await?);
         let mut by_id = self.lock();
         if by_id.len() >= CAPACITY {
             by_id.clear();

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::PathId;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, paging};
 
 /// An execution as the API shows it, with its node runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,12 +142,6 @@ pub async fn show(
     Ok(Json(ExecutionView::new(execution, Some(node_runs))))
 }
 
-/// Executions on a page when the request names no `limit`.
-const DEFAULT_PAGE: i64 = 20;
-
-/// The most executions on one page.
-const MAX_PAGE: i64 = 100;
-
 /// The query of `GET /api/v1/workflows/{id}/executions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,7 +159,7 @@ pub struct ListQuery {
 pub struct ExecutionPage {
     /// Newest first, without their node runs.
     pub executions: Vec<ExecutionView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -184,27 +178,14 @@ pub async fn list(
         .map(str::parse::<ExecutionStatus>)
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = paging::limit(query.limit)?;
     let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
 
     caller.workflow(&state.pool, workflow_id).await?;
-    // One row more than asked tells whether another page follows.
-    let mut rows =
-        executions::latest_for_workflow(&state.pool, workflow_id, status, cursor, limit + 1)
-            .await?;
-    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|last| encode_cursor(last.created_at, last.id))
-        })
-        .flatten();
+    let rows = executions::latest_for_workflow(&state.pool, workflow_id, status, cursor, limit + 1)
+        .await?;
+    let (rows, next_cursor) =
+        paging::cut(rows, limit, |last| encode_cursor(last.created_at, last.id));
     Ok(Json(ExecutionPage {
         executions: rows
             .into_iter()
@@ -221,11 +202,7 @@ fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 fn decode_cursor(raw: &str) -> Result<Cursor, ApiError> {
-    let invalid = || {
-        ApiError::BadRequest(format!(
-            "the cursor {raw:?} is not one this API gave out; pass `next_cursor` unchanged"
-        ))
-    };
+    let invalid = || paging::invalid_cursor(raw);
     let (micros, id) = raw.split_once('.').ok_or_else(invalid)?;
     let created_at = micros
         .parse::<i64>()

@@ -12,9 +12,10 @@
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
+//! - [`paging`]: the `limit` and page cutting shared by the listings.
 //! - [`starter`]: committing accepted triggers in groups.
 //! - [`tokens`]: the caller's account and API tokens (`/api/v1/users/me`, `/api/v1/tokens`).
-//! - [`workflows`]: creating and reading workflows (`/api/v1/workflows`).
+//! - [`workflows`]: creating, listing, reading and replacing workflows (`/api/v1/workflows`).
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod health;
+pub mod paging;
 pub mod starter;
 pub mod tokens;
 pub mod triggers;
@@ -86,11 +88,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/v1/workflows", post(workflows::create))
+        .route(
+            "/api/v1/workflows",
+            get(workflows::list).post(workflows::create),
+        )
         .route(
             "/api/v1/workflows/{id}",
-            get(workflows::show).delete(workflows::remove),
+            get(workflows::show)
+                .put(workflows::replace)
+                .delete(workflows::remove),
         )
+        .route("/api/v1/workflows/{id}/versions", get(workflows::versions))
         .route("/api/v1/workflows/{id}/activate", post(workflows::activate))
         .route("/api/v1/workflows/{id}/pause", post(workflows::pause))
         .route("/api/v1/workflows/{id}/archive", post(workflows::archive))

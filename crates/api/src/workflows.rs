@@ -1,7 +1,13 @@
 //! Workflows as resources: `POST /api/v1/workflows` creates one from a single JSON document,
-//! `GET /api/v1/workflows/{id}` reads it back in the same shape, `DELETE` removes it, and
-//! `POST /api/v1/workflows/{id}/activate`, `/pause` and `/archive` move it through its
-//! lifecycle.
+//! `GET /api/v1/workflows/{id}` reads it back in the same shape, `PUT` replaces it with a new
+//! document, `DELETE` removes it, and `POST /api/v1/workflows/{id}/activate`, `/pause` and
+//! `/archive` move it through its lifecycle. `GET /api/v1/workflows` lists the caller's
+//! workflows a page at a time, and `GET /api/v1/workflows/{id}/versions` the versions of one.
+//!
+//! A replace keeps history: a workflow that is active, or has run, is never rewritten; the
+//! document becomes its next version, a new row whose parent is the replaced one, which is
+//! archived in the same transaction. Only a draft or paused workflow that never ran is
+//! rewritten in place.
 //!
 //! In both directions edges name their endpoints by node name, as people write them; the
 //! stored edges point at node ids, which the response carries as well. A document is checked
@@ -12,9 +18,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{AppendHeaders, IntoResponse};
 use chrono::{DateTime, Utc};
 use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
 use quantumflow_domain::{
@@ -22,17 +29,19 @@ use quantumflow_domain::{
 };
 use quantumflow_storage::StorageError;
 use quantumflow_storage::workflows::{
-    self, Edge, NewEdge, NewNode, NewWorkflow, Node, WorkflowDocument,
+    self, Edge, ListCursor, ListFilter, NewEdge, NewNode, NewWorkflow, Node, Workflow,
+    WorkflowDocument,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
-use sqlx::PgConnection;
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::extract::{JsonBody, PathId};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, paging};
 
 /// Where a workflow lives; the `Location` of a created one is this followed by its id.
 const COLLECTION: &str = "/api/v1/workflows";
@@ -64,7 +73,7 @@ const DOCUMENT_ORDER: [&str; 7] = [
 /// The unique index that keeps two active workflows from claiming one webhook route.
 const ACTIVE_WEBHOOK_ROUTE_INDEX: &str = "idx_workflows_active_webhook_route";
 
-/// The body of `POST /api/v1/workflows`.
+/// The body of `POST /api/v1/workflows` and of `PUT /api/v1/workflows/{id}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
@@ -72,7 +81,8 @@ pub struct CreateWorkflow {
     pub name: String,
     /// Free text.
     pub description: Option<String>,
-    /// `draft` (when absent) or `active`.
+    /// On create, `draft` (when absent) or `active`; on replace, any status the workflow may
+    /// move to from its current one except `archived` (unchanged when absent).
     pub status: Option<String>,
     /// How the workflow is started.
     pub trigger_config: TriggerConfig,
@@ -200,10 +210,12 @@ pub struct WorkflowView {
     pub created_by: Option<Uuid>,
     /// Who changed it last.
     pub updated_by: Option<Uuid>,
-    /// Its nodes, in document order.
-    pub nodes: Vec<NodeView>,
-    /// Its edges, in document order.
-    pub edges: Vec<EdgeView>,
+    /// Its nodes, in document order; left out of listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeView>>,
+    /// Its edges, in document order; left out of listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<EdgeView>>,
 }
 
 /// A node as the API shows it.
@@ -273,9 +285,18 @@ impl TryFrom<WorkflowDocument> for WorkflowView {
             .map(|edge| edge_view(edge, &names))
             .collect::<Result<_, _>>()?;
         let nodes = document.nodes.into_iter().map(node_view).collect();
-
-        let w = document.workflow;
         Ok(Self {
+            nodes: Some(nodes),
+            edges: Some(edges),
+            ..Self::summary(document.workflow)
+        })
+    }
+}
+
+impl WorkflowView {
+    /// The workflow without its nodes and edges, as listings show it.
+    pub fn summary(w: Workflow) -> Self {
+        Self {
             id: w.id,
             name: w.name,
             description: w.description,
@@ -294,9 +315,9 @@ impl TryFrom<WorkflowDocument> for WorkflowView {
             updated_at: w.updated_at,
             created_by: w.created_by,
             updated_by: w.updated_by,
-            nodes,
-            edges,
-        })
+            nodes: None,
+            edges: None,
+        }
     }
 }
 
@@ -347,10 +368,12 @@ pub async fn create(
     caller: Caller,
     JsonBody(document): JsonBody<CreateWorkflow>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let checked = check(&document).map_err(ApiError::Invalid)?;
+    let checked = check(&document, None).map_err(ApiError::Invalid)?;
+    let rows = Rows::of(&document, &checked);
+    let workflow = rows.workflow(&document, checked.status, caller.user_id);
 
     let mut tx = state.pool.begin().await?;
-    let stored = insert(&mut tx, &document, &checked, caller.user_id)
+    let stored = workflows::insert_document(&mut tx, &workflow, &rows.nodes, &rows.edges)
         .await
         .map_err(|err| explain_conflict(err, &document.trigger_config.config))?;
     tx.commit().await?;
@@ -370,12 +393,255 @@ pub async fn show(
     caller: Caller,
     PathId(id): PathId,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let document = workflows::get_document(&mut conn, id).await?;
+    let document = workflows::read_document(&state.pool, id).await?;
     if !caller.owns(document.workflow.owner_id) {
         return Err(ApiError::NotFound("workflow"));
     }
     Ok(Json(WorkflowView::try_from(document)?))
+}
+
+/// The query of `GET /api/v1/workflows`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only workflows in this status.
+    pub status: Option<String>,
+    /// Only workflows started this way: `webhook`, `manual` or `schedule`.
+    pub trigger_type: Option<String>,
+    /// Only workflows whose name or description match this web-search style query (quoted
+    /// phrases, `or`, `-word`); the best matches come first.
+    pub q: Option<String>,
+    /// At most this many (1 to 100, 20 when absent).
+    pub limit: Option<i64>,
+    /// Where the previous page ended: its `next_cursor`, from a request with the same
+    /// `status`, `trigger_type` and `q`.
+    pub cursor: Option<String>,
+}
+
+/// One page of workflows.
+#[derive(Debug, Serialize)]
+pub struct WorkflowPage {
+    /// The latest version of each workflow, without nodes and edges.
+    pub workflows: Vec<WorkflowView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Trigger types a workflow can have.
+const TRIGGER_TYPES: [&str; 3] = ["webhook", "manual", "schedule"];
+
+/// `GET /api/v1/workflows`: the latest version of each of the caller's workflows (everyone's
+/// for a superuser) with their counters, newest first or, with `q`, best match first, a page
+/// at a time.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<WorkflowPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<WorkflowStatus>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
+    let trigger_type = query.trigger_type.as_deref();
+    if let Some(kind) = trigger_type
+        && !TRIGGER_TYPES.contains(&kind)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "trigger_type must be one of {}, not {kind:?}",
+            TRIGGER_TYPES.join(", ")
+        )));
+    }
+    let text = query.q.as_deref();
+    if text.is_some_and(|q| q.trim().is_empty()) {
+        return Err(ApiError::BadRequest(
+            "q must not be blank; leave it out to list every workflow".into(),
+        ));
+    }
+    let limit = paging::limit(query.limit)?;
+    let tag = listing_tag(status, trigger_type, text);
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|raw| decode_list_cursor(raw, &tag))
+        .transpose()?;
+
+    let filter = ListFilter {
+        owner_id: caller.owner_filter(),
+        status,
+        trigger_type,
+        text,
+        after,
+        limit: limit + 1,
+    };
+    let rows = workflows::list(&state.pool, &filter).await?;
+    let (rows, next_cursor) =
+        paging::cut(rows, limit, |last| encode_list_cursor(last.cursor(), &tag));
+    Ok(Json(WorkflowPage {
+        workflows: rows
+            .into_iter()
+            .map(|listed| WorkflowView::summary(listed.workflow))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// What ties a cursor to the listing it came from: a digest of the filters, so a cursor
+/// passed with other filters is refused rather than silently resuming a different order.
+fn listing_tag(
+    status: Option<WorkflowStatus>,
+    trigger_type: Option<&str>,
+    q: Option<&str>,
+) -> String {
+    let filters = json!([status.map(WorkflowStatus::as_str), trigger_type, q]);
+    let digest = Sha256::digest(filters.to_string().as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// A cursor is the last row's rank as the bits of its `f32`, its `created_at` in microseconds,
+/// its id and the listing's tag: exact, so rows of equal rank and timestamp are neither skipped
+/// nor repeated.
+fn encode_list_cursor(cursor: ListCursor, tag: &str) -> String {
+    format!(
+        "{:08x}.{}.{}.{tag}",
+        cursor.rank.to_bits(),
+        cursor.created_at.timestamp_micros(),
+        cursor.id.simple()
+    )
+}
+
+fn decode_list_cursor(raw: &str, tag: &str) -> Result<ListCursor, ApiError> {
+    let invalid = || paging::invalid_cursor(raw);
+    let [rank, micros, id, from] = raw.split('.').collect::<Vec<_>>()[..] else {
+        return Err(invalid());
+    };
+    let rank = u32::from_str_radix(rank, 16)
+        .ok()
+        .map(f32::from_bits)
+        .filter(|rank| rank.is_finite())
+        .ok_or_else(invalid)?;
+    let created_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let id = Uuid::try_parse(id).map_err(|_| invalid())?;
+    if from.len() != tag.len() || !from.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    if from != tag {
+        return Err(ApiError::BadRequest(
+            "the cursor comes from a listing with other filters; pass the same status, \
+             trigger_type and q as the request that returned it"
+                .into(),
+        ));
+    }
+    Ok(ListCursor {
+        rank,
+        created_at,
+        id,
+    })
+}
+
+/// `PUT /api/v1/workflows/{id}`: replaces the workflow with a whole document, checked as on
+/// create. A draft or paused workflow that never ran is rewritten in place; any other becomes
+/// a new version (see the module's documentation). Answers 200 with the stored workflow, and
+/// with a `Location` when the replace made a new version.
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    JsonBody(document): JsonBody<CreateWorkflow>,
+) -> Result<impl IntoResponse, ApiError> {
+    let seen = caller.workflow(&state.pool, id).await?;
+    refuse_retired(&state.pool, &seen).await?;
+    let checked = check(&document, Some(seen.status)).map_err(ApiError::Invalid)?;
+    let rows = Rows::of(&document, &checked);
+    let with = rows.workflow(&document, checked.status, seen.owner_id);
+
+    let mut tx = state.pool.begin().await?;
+    let locked = workflows::lock(&mut tx, id).await?;
+    // The document was checked against the workflow as first read; anything committed since
+    // (another replace, a status change) could make that check wrong, so the later request
+    // loses rather than overwriting what it never saw.
+    if locked.updated_at != seen.updated_at {
+        refuse_retired(&mut *tx, &locked).await?;
+        return Err(ApiError::Conflict(
+            "the workflow changed while this request ran; read it and retry".into(),
+        ));
+    }
+    let by = caller.user_id;
+    let in_place =
+        locked.status != WorkflowStatus::Active && !workflows::has_executions(&mut *tx, id).await?;
+    let stored = if in_place {
+        workflows::replace_in_place(&mut tx, id, &with, by, &rows.nodes, &rows.edges).await
+    } else {
+        workflows::insert_version(&mut tx, &locked, &with, by, &rows.nodes, &rows.edges).await
+    }
+    .map_err(|err| explain_conflict(err, &document.trigger_config.config))?;
+    tx.commit().await?;
+
+    let view = WorkflowView::try_from(stored)?;
+    tracing::info!(
+        workflow.id = %id,
+        workflow.new_id = %view.id,
+        workflow.version = view.version,
+        in_place,
+        "workflow replaced"
+    );
+    let location = (view.id != id).then(|| (header::LOCATION, format!("{COLLECTION}/{}", view.id)));
+    Ok((AppendHeaders(location), Json(view)))
+}
+
+/// Refuses to replace a version that is no longer current, naming the one that is.
+async fn refuse_retired(db: impl PgExecutor<'_>, workflow: &Workflow) -> Result<(), ApiError> {
+    if workflow.is_latest && workflow.status != WorkflowStatus::Archived {
+        return Ok(());
+    }
+    let chain = workflows::versions(db, workflow.id).await?;
+    let latest = chain
+        .iter()
+        .find(|version| version.is_latest)
+        .unwrap_or(workflow);
+    Err(ApiError::Conflict(if latest.id == workflow.id {
+        format!(
+            "the workflow is archived and keeps its definition for its history; its latest \
+             version is this one, {}, and cannot be replaced",
+            latest.id
+        )
+    } else {
+        format!(
+            "version {} of this workflow has been replaced; the latest version is {} \
+             (version {}), replace that one",
+            workflow.version, latest.id, latest.version
+        )
+    }))
+}
+
+/// The versions of a workflow as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct VersionList {
+    /// Newest first, without nodes and edges.
+    pub versions: Vec<WorkflowView>,
+}
+
+/// `GET /api/v1/workflows/{id}/versions`: every version of the workflow `id` belongs to,
+/// newest first, whichever version `id` is.
+pub async fn versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<VersionList>, ApiError> {
+    caller.workflow(&state.pool, id).await?;
+    let chain = workflows::versions(&state.pool, id).await?;
+    Ok(Json(VersionList {
+        versions: chain.into_iter().map(WorkflowView::summary).collect(),
+    }))
 }
 
 /// `POST /api/v1/workflows/{id}/activate`: the workflow starts accepting triggers.
@@ -474,12 +740,19 @@ struct Checked {
     graph: WorkflowGraph,
 }
 
-/// Checks a document's content and returns every problem found, in document order.
-fn check(document: &CreateWorkflow) -> Result<Checked, Vec<FieldError>> {
+/// Checks a document's content and returns every problem found, in document order. `current`
+/// is the status of the workflow the document replaces, `None` for a new one.
+fn check(
+    document: &CreateWorkflow,
+    current: Option<WorkflowStatus>,
+) -> Result<Checked, Vec<FieldError>> {
     let mut problems = Vec::new();
 
     check_name("/name", &document.name, &mut problems);
-    let status = check_status(document.status.as_deref(), &mut problems);
+    let status = match current {
+        None => check_status(document.status.as_deref(), &mut problems),
+        Some(from) => check_next_status(from, document.status.as_deref(), &mut problems),
+    };
     check_trigger(&document.trigger_config, &mut problems);
     check_settings(&document.settings, &mut problems);
 
@@ -572,6 +845,41 @@ fn check_status(status: Option<&str>, problems: &mut Vec<FieldError>) -> Workflo
     }
 }
 
+/// The status a replacing document leaves a workflow in, now `from`: unchanged when the
+/// document names none, else any the workflow may move to except `archived`, which has its own
+/// route.
+fn check_next_status(
+    from: WorkflowStatus,
+    status: Option<&str>,
+    problems: &mut Vec<FieldError>,
+) -> WorkflowStatus {
+    let Some(text) = status else {
+        return from;
+    };
+    let allowed = [
+        WorkflowStatus::Draft,
+        WorkflowStatus::Active,
+        WorkflowStatus::Paused,
+    ];
+    match text.parse::<WorkflowStatus>() {
+        Ok(to) if allowed.contains(&to) && may_move(from, to) => to,
+        _ => {
+            let reachable: Vec<String> = allowed
+                .into_iter()
+                .filter(|to| may_move(from, *to))
+                .map(|to| format!("\"{to}\""))
+                .collect();
+            let detail = format!(
+                "a {from} workflow can be replaced as {}, not {text:?}; archiving has its own \
+                 route",
+                reachable.join(" or ")
+            );
+            problems.push(FieldError::new("/status", detail));
+            from
+        }
+    }
+}
+
 fn check_trigger(trigger: &TriggerConfig, problems: &mut Vec<FieldError>) {
     match trigger.kind.as_str() {
         "webhook" => {}
@@ -651,55 +959,69 @@ fn document_position(pointer: &str) -> (usize, usize) {
     (field, index)
 }
 
-/// Writes a checked document.
-async fn insert(
-    conn: &mut PgConnection,
-    document: &CreateWorkflow,
-    checked: &Checked,
-    owner_id: Uuid,
-) -> Result<WorkflowDocument, StorageError> {
-    let trigger = &document.trigger_config;
-    let trigger_config = json!({"type": trigger.kind, "config": trigger.config});
+/// A checked document in the shape storage writes.
+struct Rows<'a> {
+    /// `{"type": …, "config": …}`.
+    trigger_config: Value,
+    nodes: Vec<NewNode<'a>>,
+    edges: Vec<NewEdge<'a>>,
+}
 
-    // The graph keeps the document's order and, being valid, resolved every edge, so its nodes
-    // and edges pair up one to one with the document's.
-    let nodes: Vec<NewNode<'_>> = document
-        .nodes
-        .iter()
-        .zip(checked.graph.nodes())
-        .map(|(node, spec)| NewNode {
-            name: &node.name,
-            description: node.description.as_deref(),
-            kind: spec.kind,
-            config: &node.config,
-            input_mapping: &node.input_mapping,
-            output_mapping: &node.output_mapping,
-            position: &node.position,
-            is_enabled: node.is_enabled,
-        })
-        .collect();
-    let edges: Vec<NewEdge<'_>> = document
-        .edges
-        .iter()
-        .zip(checked.graph.edges())
-        .map(|(edge, resolved)| NewEdge {
-            source: resolved.source,
-            target: resolved.target,
-            kind: resolved.kind,
-            condition: &edge.condition,
-            label: edge.label.as_deref(),
-        })
-        .collect();
+impl<'a> Rows<'a> {
+    fn of(document: &'a CreateWorkflow, checked: &Checked) -> Self {
+        let trigger = &document.trigger_config;
+        // The graph keeps the document's order and, being valid, resolved every edge, so its
+        // nodes and edges pair up one to one with the document's.
+        let nodes = document
+            .nodes
+            .iter()
+            .zip(checked.graph.nodes())
+            .map(|(node, spec)| NewNode {
+                name: &node.name,
+                description: node.description.as_deref(),
+                kind: spec.kind,
+                config: &node.config,
+                input_mapping: &node.input_mapping,
+                output_mapping: &node.output_mapping,
+                position: &node.position,
+                is_enabled: node.is_enabled,
+            })
+            .collect();
+        let edges = document
+            .edges
+            .iter()
+            .zip(checked.graph.edges())
+            .map(|(edge, resolved)| NewEdge {
+                source: resolved.source,
+                target: resolved.target,
+                kind: resolved.kind,
+                condition: &edge.condition,
+                label: edge.label.as_deref(),
+            })
+            .collect();
+        Self {
+            trigger_config: json!({"type": trigger.kind, "config": trigger.config}),
+            nodes,
+            edges,
+        }
+    }
 
-    let workflow = NewWorkflow {
-        name: &document.name,
-        description: document.description.as_deref(),
-        status: checked.status,
-        trigger_config: &trigger_config,
-        settings: &document.settings,
-        owner_id,
-    };
-    workflows::insert_document(conn, &workflow, &nodes, &edges).await
+    /// The workflow row of `document` (which these rows were made of), owned by `owner_id`.
+    fn workflow(
+        &'a self,
+        document: &'a CreateWorkflow,
+        status: WorkflowStatus,
+        owner_id: Uuid,
+    ) -> NewWorkflow<'a> {
+        NewWorkflow {
+            name: &document.name,
+            description: document.description.as_deref(),
+            status,
+            trigger_config: &self.trigger_config,
+            settings: &document.settings,
+            owner_id,
+        }
+    }
 }
 
 /// Says which route is taken when an active workflow claims a webhook route (`route`, the

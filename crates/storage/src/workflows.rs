@@ -194,11 +194,13 @@ struct WorkflowRow {
     updated_by: Option<Uuid>,
 }
 
-impl TryFrom<WorkflowRow> for Workflow {
-    type Error = StorageError;
-
-    fn try_from(r: WorkflowRow) -> Result<Self> {
-        Ok(Self {
+/// Builds a [`Workflow`] from any record with the columns of `workflows`: each query macro
+/// gives its query a record type of its own, and a listing's has a rank besides. Returns early
+/// with [`StorageError::Corrupt`] on an unknown status.
+macro_rules! workflow_from {
+    ($row:expr) => {{
+        let r = $row;
+        Workflow {
             status: r
                 .status
                 .parse()
@@ -220,7 +222,15 @@ impl TryFrom<WorkflowRow> for Workflow {
             updated_at: r.updated_at,
             created_by: r.created_by,
             updated_by: r.updated_by,
-        })
+        }
+    }};
+}
+
+impl TryFrom<WorkflowRow> for Workflow {
+    type Error = StorageError;
+
+    fn try_from(r: WorkflowRow) -> Result<Self> {
+        Ok(workflow_from!(r))
     }
 }
 
@@ -519,6 +529,20 @@ pub async fn get_document(conn: &mut PgConnection, id: Uuid) -> Result<WorkflowD
     })
 }
 
+/// Loads a workflow with its nodes and edges as they were at one moment.
+///
+/// [`get_document`] reads the row, the nodes and the edges in three statements; outside a
+/// transaction, a replace committing between them would pair old nodes with new edges. Here
+/// the three share one snapshot.
+pub async fn read_document(pool: &sqlx::PgPool, id: Uuid) -> Result<WorkflowDocument> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let document = get_document(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(document)
+}
+
 /// The active workflow listening for webhooks with `method` at `path`, if any.
 pub async fn find_active_webhook(
     db: impl PgExecutor<'_>,
@@ -553,7 +577,10 @@ pub fn webhook_trigger(method: &str, path: &str) -> Value {
     json!({"type": "webhook", "config": {"method": method, "path": path}})
 }
 
-/// Filters for [`list`].
+/// The SQL of [`list`], for tests that inspect its plan.
+pub const LIST_SQL: &str = include_str!("../queries/workflows_list.sql");
+
+/// Filters and position for [`list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter<'a> {
     /// Only workflows of this owner.
@@ -565,49 +592,235 @@ pub struct ListFilter<'a> {
     /// Only workflows whose name or description match this web-search style query (served by
     /// `idx_workflows_search`); results are then ordered by relevance.
     pub text: Option<&'a str>,
+    /// Only rows after this one, the last of the previous page of the same filters.
+    pub after: Option<ListCursor>,
     /// At most this many rows.
     pub limit: i64,
 }
 
+/// Where a page of [`list`] ended: its last row's sort key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListCursor {
+    /// The row's rank, exactly as [`list`] returned it; 0 without a text query.
+    pub rank: f32,
+    /// The row's `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// The row's id, breaking ties between equal ranks and timestamps.
+    pub id: Uuid,
+}
+
+/// A workflow as [`list`] returns it, with the rank it was sorted by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The workflow row with its counters.
+    pub workflow: Workflow,
+    /// How well it matches the text query (`ts_rank`); 0 without one.
+    pub rank: f32,
+}
+
+impl Listed {
+    /// The cursor that resumes a listing right after this row.
+    pub fn cursor(&self) -> ListCursor {
+        ListCursor {
+            rank: self.rank,
+            created_at: self.workflow.created_at,
+            id: self.workflow.id,
+        }
+    }
+}
+
 /// Lists the latest versions of workflows, newest first or, with a text query, best match
-/// first.
-pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<Vec<Workflow>> {
-    let rows = sqlx::query_as!(
-        WorkflowRow,
-        r#"
-        SELECT id, name, description, status, trigger_config, settings, version, is_latest,
-               parent_workflow_id, c.total_executions AS "total_executions!",
-               c.successful_executions AS "successful_executions!",
-               c.failed_executions AS "failed_executions!",
-               c.last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
-        FROM workflows AS w
-        JOIN workflow_counters AS c ON c.workflow_id = w.id
-        WHERE is_latest
-          AND ($1::uuid IS NULL OR owner_id = $1)
-          AND ($2::text IS NULL OR status = $2)
-          AND ($3::text IS NULL OR trigger_config -> 'type' @> to_jsonb($3::text))
-          AND ($4::text IS NULL
-               OR to_tsvector('english', coalesce(name, '') || ' ' || coalesce(description, ''))
-                  @@ websearch_to_tsquery('english', $4))
-        ORDER BY
-            CASE WHEN $4::text IS NULL THEN 0 ELSE
-                ts_rank(to_tsvector('english',
-                            coalesce(name, '') || ' ' || coalesce(description, '')),
-                        websearch_to_tsquery('english', $4))
-            END DESC,
-            created_at DESC,
-            id DESC
-        LIMIT $5
-        "#,
+/// first, after `filter.after` when given.
+pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<Vec<Listed>> {
+    let after = filter.after;
+    let rows = sqlx::query_file!(
+        "queries/workflows_list.sql",
         filter.owner_id,
         filter.status.map(WorkflowStatus::as_str),
         filter.trigger_type,
         filter.text,
+        after.map(|c| c.created_at),
+        after.map(|c| c.id),
+        after.map(|c| c.rank),
         filter.limit,
     )
     .fetch_all(db)
     .await?;
+    rows.into_iter()
+        .map(|r| {
+            let rank = r.rank;
+            Ok(Listed {
+                workflow: workflow_from!(r),
+                rank,
+            })
+        })
+        .collect()
+}
+
+/// The versions of the workflow chain `id` belongs to, newest first: every row reachable from
+/// it through `parent_workflow_id`, in either direction.
+pub async fn versions(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<Workflow>> {
+    let rows = sqlx::query_as!(
+        WorkflowRow,
+        r#"
+        WITH RECURSIVE root AS (
+            SELECT id, parent_workflow_id FROM workflows WHERE id = $1
+            UNION ALL
+            SELECT w.id, w.parent_workflow_id
+            FROM workflows AS w JOIN root ON w.id = root.parent_workflow_id
+        ),
+        chain AS (
+            SELECT id FROM root WHERE parent_workflow_id IS NULL
+            UNION ALL
+            SELECT w.id FROM workflows AS w JOIN chain ON w.parent_workflow_id = chain.id
+        )
+        SELECT w.id, name, description, status, trigger_config, settings, version, is_latest,
+               parent_workflow_id, c.total_executions AS "total_executions!",
+               c.successful_executions AS "successful_executions!",
+               c.failed_executions AS "failed_executions!",
+               c.last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
+        FROM chain
+        JOIN workflows AS w ON w.id = chain.id
+        JOIN workflow_counters AS c ON c.workflow_id = w.id
+        ORDER BY version DESC, created_at DESC, w.id DESC
+        "#,
+        id,
+    )
+    .fetch_all(db)
+    .await?;
     convert(rows)
+}
+
+/// Locks workflow `id` for the rest of the caller's transaction and reads it (its counters as
+/// the row holds them, without executions not folded in yet).
+///
+/// The lock is `FOR UPDATE`, which also waits for, and then holds off, executions being
+/// recorded for the workflow (their foreign key takes a key-share lock on this row), so a
+/// replace sees every execution committed before it and none starts under it.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Workflow> {
+    let row = sqlx::query_as!(
+        WorkflowRow,
+        r#"
+        SELECT id, name, description, status, trigger_config, settings, version, is_latest,
+               parent_workflow_id, total_executions, successful_executions, failed_executions,
+               last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
+        FROM workflows
+        WHERE id = $1
+        FOR UPDATE
+        "#,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StorageError::NotFound { entity: "workflow" })?;
+    Workflow::try_from(row)
+}
+
+/// Whether any execution of workflow `id` was ever recorded.
+pub async fn has_executions(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM executions WHERE workflow_id = $1) AS "found!""#,
+        id,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(found)
+}
+
+/// Rewrites workflow `id` in place on behalf of user `by`: its row takes `with`, and its nodes
+/// and edges are replaced by `nodes` and `edges`. Run it in the transaction that [`lock`]ed the
+/// row. A replace never moves ownership: `with.owner_id` must be the workflow's owner, or the
+/// workflow is not found.
+///
+/// Node runs belong to nodes and go with them, so only a workflow without executions should be
+/// rewritten this way; [`insert_version`] keeps the history of one that has run. `updated_at`
+/// moves strictly forward even if the clock does not, since caches of the document compare it.
+pub async fn replace_in_place(
+    conn: &mut PgConnection,
+    id: Uuid,
+    with: &NewWorkflow<'_>,
+    by: Uuid,
+    nodes: &[NewNode<'_>],
+    edges: &[NewEdge<'_>],
+) -> Result<WorkflowDocument> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE workflows
+        SET name = $2, description = $3, status = $4, trigger_config = $5, settings = $6,
+            updated_by = $7, updated_at = greatest(now(), updated_at + interval '1 microsecond')
+        WHERE id = $1 AND owner_id = $8
+        "#,
+        id,
+        with.name,
+        with.description,
+        with.status.as_str(),
+        with.trigger_config,
+        with.settings,
+        by,
+        with.owner_id,
+    )
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StorageError::NotFound { entity: "workflow" });
+    }
+    // Edges go with their nodes (ON DELETE CASCADE).
+    sqlx::query!("DELETE FROM nodes WHERE workflow_id = $1", id)
+        .execute(&mut *conn)
+        .await?;
+    let nodes = insert_nodes(&mut *conn, id, nodes).await?;
+    insert_edges(&mut *conn, id, &nodes, edges).await?;
+    get_document(conn, id).await
+}
+
+/// Makes `with` the next version of `previous` on behalf of user `by`; `previous` must be the
+/// latest version and [`lock`]ed by the caller's transaction. The new row gets `version + 1`,
+/// `previous` as its parent and `is_latest`, and keeps `previous`'s owner (`with.owner_id` is
+/// not read); `previous` is archived first, so that its webhook route is free for the new
+/// version within the same transaction.
+pub async fn insert_version(
+    conn: &mut PgConnection,
+    previous: &Workflow,
+    with: &NewWorkflow<'_>,
+    by: Uuid,
+    nodes: &[NewNode<'_>],
+    edges: &[NewEdge<'_>],
+) -> Result<WorkflowDocument> {
+    sqlx::query!(
+        r#"
+        UPDATE workflows
+        SET status = 'archived', is_latest = false, updated_by = $2,
+            updated_at = greatest(now(), updated_at + interval '1 microsecond')
+        WHERE id = $1
+        "#,
+        previous.id,
+        by,
+    )
+    .execute(&mut *conn)
+    .await?;
+    let id = sqlx::query_scalar!(
+        r#"
+        INSERT INTO workflows
+            (name, description, status, trigger_config, settings, version, is_latest,
+             parent_workflow_id, owner_id, created_by, updated_by)
+        VALUES ($1, $2, $3, $4, $5, $6::int + 1, true, $7, $8, $9, $9)
+        RETURNING id
+        "#,
+        with.name,
+        with.description,
+        with.status.as_str(),
+        with.trigger_config,
+        with.settings,
+        previous.version,
+        previous.id,
+        previous.owner_id,
+        by,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let nodes = insert_nodes(&mut *conn, id, nodes).await?;
+    insert_edges(&mut *conn, id, &nodes, edges).await?;
+    get_document(conn, id).await
 }
 
 /// Moves a workflow to `status`, as long as it is still in `from` (a compare-and-set, so two

@@ -8,8 +8,8 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, Response, admin, create_workflow, document, get, post_json, problem_detail, send,
-    send_anonymous, token_of, user, with_token,
+    ADMIN_TOKEN, Response, admin, create_workflow, document, get, post_json, problem_detail,
+    put_json, send, send_anonymous, token_of, user, with_token,
 };
 
 /// Every `/api/v1` route, with a body where it takes one. Ids are of objects that exist.
@@ -22,7 +22,18 @@ fn routes(
     let connector_body = json!({"name": "c", "type": "http"});
     vec![
         (Method::POST, "/api/v1/workflows".into(), Some(document())),
+        (Method::GET, "/api/v1/workflows".into(), None),
         (Method::GET, format!("/api/v1/workflows/{workflow}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/workflows/{workflow}"),
+            Some(document()),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/workflows/{workflow}/versions"),
+            None,
+        ),
         (
             Method::DELETE,
             format!("/api/v1/workflows/{workflow}"),
@@ -252,6 +263,8 @@ async fn another_users_objects_are_not_found_and_a_superuser_sees_them() {
 
     let as_bob = [
         get(&format!("/api/v1/workflows/{workflow}")),
+        put_json(&format!("/api/v1/workflows/{workflow}"), &document()),
+        get(&format!("/api/v1/workflows/{workflow}/versions")),
         post_json(&start, &json!({})),
         post_json(&format!("/api/v1/workflows/{workflow}/archive"), &json!({})),
         Request::delete(format!("/api/v1/workflows/{workflow}"))

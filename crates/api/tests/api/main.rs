@@ -5,6 +5,8 @@ mod auth;
 mod connectors;
 mod executions;
 mod health;
+mod listing;
+mod replace;
 mod support;
 mod triggers;
 mod workflows;

@@ -85,6 +85,13 @@ pub(crate) fn post_json(path: &str, body: &Value) -> Request<Body> {
     post_raw(path, "application/json", &body.to_string())
 }
 
+pub(crate) fn put_json(path: &str, body: &Value) -> Request<Body> {
+    Request::put(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
 pub(crate) fn post_raw(path: &str, content_type: &str, body: &str) -> Request<Body> {
     Request::post(path)
         .header(header::CONTENT_TYPE, content_type)

@@ -1,7 +1,7 @@
 //! With realistic volumes loaded, the hot queries are served by the indexes meant for them.
 
 use quantumflow_storage::executions::LATEST_FOR_WORKFLOW_SQL;
-use quantumflow_storage::workflows::{ACTIVE_TRIGGER_SQL, webhook_trigger};
+use quantumflow_storage::workflows::{ACTIVE_TRIGGER_SQL, LIST_SQL, webhook_trigger};
 use quantumflow_testkit::TestDb;
 use serde_json::Value;
 use uuid::Uuid;
@@ -134,5 +134,63 @@ async fn latest_executions_of_a_workflow_use_the_workflow_created_index() {
     assert!(
         !filtered.is_empty() && filtered.iter().all(|i| composite.contains(&i.as_str())),
         "{filtered_plan:#}"
+    );
+}
+
+/// The indexes the first page of the workflow listing uses with these filters, as a superuser
+/// lists (no owner), and the plan.
+async fn listing_plan(
+    db: &TestDb,
+    trigger_type: Option<&str>,
+    text: Option<&str>,
+) -> (Value, Vec<String>) {
+    let explain = format!("EXPLAIN (FORMAT JSON) {LIST_SQL}");
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+        .bind(None::<Uuid>)
+        .bind(None::<&str>)
+        .bind(trigger_type)
+        .bind(text)
+        .bind(None::<chrono::DateTime<chrono::Utc>>)
+        .bind(None::<Uuid>)
+        .bind(None::<f32>)
+        .bind(21_i64)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let mut used = Vec::new();
+    indexes_in(&plan, &mut used);
+    (plan, used)
+}
+
+#[tokio::test]
+async fn listing_by_trigger_type_is_served_by_the_gin_index_on_the_type() {
+    let db = loaded_db().await;
+    // A rare type, as a filter worth an index is: one workflow in 500 is started by hand.
+    sqlx::raw_sql(
+        "UPDATE workflows SET trigger_config = '{\"type\": \"manual\"}' \
+         WHERE id IN (SELECT id FROM workflows ORDER BY id LIMIT 20); \
+         ANALYZE workflows;",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let (plan, used) = listing_plan(&db, Some("manual"), None).await;
+
+    assert!(
+        used.iter().any(|i| i == "idx_workflows_trigger_type"),
+        "plan used {used:?}: {plan:#}"
+    );
+}
+
+#[tokio::test]
+async fn listing_by_text_is_served_by_the_full_text_index() {
+    let db = loaded_db().await;
+
+    let (plan, used) = listing_plan(&db, None, Some("workflow 4242")).await;
+
+    assert!(
+        used.iter().any(|i| i == "idx_workflows_search"),
+        "plan used {used:?}: {plan:#}"
     );
 }

@@ -78,7 +78,8 @@ async fn listing_filters_by_status_trigger_type_and_text() {
     .await
     .unwrap();
 
-    let ids = |ws: Vec<workflows::Workflow>| ws.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    let ids =
+        |ws: Vec<workflows::Listed>| ws.into_iter().map(|w| w.workflow.id).collect::<Vec<_>>();
     let all = ListFilter {
         limit: 10,
         ..ListFilter::default()

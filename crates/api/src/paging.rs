@@ -1,0 +1,44 @@
+//! What the paged listings share: the `limit` parameter and how a page is cut.
+//!
+//! A listing fetches one row more than asked; that row's presence says whether another page
+//! follows, without a second query to count.
+
+use crate::ApiError;
+
+/// Rows on a page when the request names no `limit`.
+pub const DEFAULT_LIMIT: i64 = 20;
+
+/// The most rows on one page.
+pub const MAX_LIMIT: i64 = 100;
+
+/// The page size a request asked for, checked.
+pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
+    let limit = requested.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Cuts `rows`, fetched with a limit of `limit + 1`, to one page, and returns the cursor of
+/// its last row when more rows follow.
+pub fn cut<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(cursor) } else { None };
+    (rows, next)
+}
+
+/// The answer to a cursor this API did not give out, or not for this listing.
+pub fn invalid_cursor(raw: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the cursor {raw:?} is not one this API gave out; pass `next_cursor` unchanged"
+    ))
+}
