@@ -141,17 +141,19 @@ async fn test(args: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 async fn sqlx_prepare() -> anyhow::Result<ExitCode> {
-    const SCRATCH: &str = "quantumflow_sqlx_prepare";
+    // One scratch database per run: two checkouts preparing against one server at once must
+    // not drop each other's database halfway through.
+    let scratch_name = format!("quantumflow_sqlx_prepare_{}", std::process::id());
     let server = Server::acquire().await?;
+    let admin = PgConnectOptions::from_str(&server.url)?;
     let result = async {
-        let admin = PgConnectOptions::from_str(&server.url)?;
         let mut conn = admin
             .connect()
             .await
             .context("cannot connect to the server")?;
         for sql in [
-            format!("DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"),
-            format!("CREATE DATABASE {SCRATCH}"),
+            format!("DROP DATABASE IF EXISTS {scratch_name} WITH (FORCE)"),
+            format!("CREATE DATABASE {scratch_name}"),
         ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut conn)
@@ -159,7 +161,7 @@ async fn sqlx_prepare() -> anyhow::Result<ExitCode> {
         }
         conn.close().await?;
 
-        let scratch = admin.database(SCRATCH);
+        let scratch = admin.clone().database(&scratch_name);
         let mut conn = scratch.connect().await?;
         let root = workspace_root();
         let mut ups: Vec<PathBuf> = std::fs::read_dir(root.join("migrations"))?
@@ -206,6 +208,17 @@ async fn sqlx_prepare() -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     }
     .await;
+    let dropped = async {
+        let mut conn = admin.connect().await?;
+        let sql = format!("DROP DATABASE IF EXISTS {scratch_name} WITH (FORCE)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    }
+    .await;
     server.release().await?;
-    result.map(|()| ExitCode::SUCCESS)
+    result?;
+    dropped.context("cannot drop the scratch database")?;
+    Ok(ExitCode::SUCCESS)
 }
