@@ -15,6 +15,7 @@ use quantumflow_storage::StorageError;
 use serde::Serialize;
 
 use crate::auth::AuthProblem;
+use crate::signature::SignatureError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,10 @@ pub enum ApiError {
     /// The request carries no valid API token.
     #[error("{0}")]
     Unauthorized(AuthProblem),
+
+    /// A webhook delivery's signature is missing or does not verify.
+    #[error("{0}")]
+    BadSignature(SignatureError),
 
     /// The resource does not exist, or the caller may not know that it does.
     #[error("{0} not found")]
@@ -115,7 +120,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -166,6 +171,8 @@ impl IntoResponse for ApiError {
         };
         let challenge = match &self {
             Self::Unauthorized(problem) => Some(problem.challenge()),
+            // A 401 must name a way to authenticate; for a webhook that is its signature.
+            Self::BadSignature(_) => Some(r#"Signature realm="webhooks""#),
             _ => None,
         };
         let errors = match self {

@@ -1,6 +1,7 @@
 //! Extractors whose rejections are [`ApiError`]s, so a bad request body or path is answered
 //! with a problem+json body like every other error, never with axum's plain-text rejection.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
@@ -8,7 +9,28 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::ApiError;
+use crate::{ApiError, AppState, limits};
+
+/// A request body as sent, read up to the body limit.
+///
+/// A body that passes the limit while it is being read (one sent without a `Content-Length`)
+/// is a 413 like one that declares too large a length.
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(limits::too_large(state.max_body_bytes))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
 
 /// A JSON request body read into `T`.
 ///

@@ -12,7 +12,9 @@
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
+//! - [`limits`]: the request body limit.
 //! - [`paging`]: the `limit` and page cutting shared by the listings.
+//! - [`signature`]: checking signed webhook deliveries.
 //! - [`starter`]: committing accepted triggers in groups.
 //! - [`tokens`]: the caller's account and API tokens (`/api/v1/users/me`, `/api/v1/tokens`).
 //! - [`workflows`]: creating, listing, reading and replacing workflows (`/api/v1/workflows`).
@@ -25,7 +27,9 @@ pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod paging;
+pub mod signature;
 pub mod starter;
 pub mod tokens;
 pub mod triggers;
@@ -36,8 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::MatchedPath;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::Request;
+use axum::middleware;
 use axum::routing::{any, delete, get, post};
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
@@ -62,17 +67,21 @@ pub struct AppState {
     pub starter: starter::Starter,
     /// Seals connector credentials; without it, non-empty credentials cannot be stored.
     pub keyring: Option<Arc<Keyring>>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
-    /// State for handlers using `pool`, with an empty document cache and the writers of
-    /// accepted triggers spawned on the current runtime.
+    /// State for handlers using `pool`, with an empty document cache, the writers of accepted
+    /// triggers spawned on the current runtime, and bodies of up to
+    /// [`limits::DEFAULT_MAX_BODY_BYTES`].
     pub fn new(pool: PgPool) -> Self {
         Self {
             starter: starter::Starter::spawn(&pool),
             pool,
             documents: Arc::default(),
             keyring: None,
+            max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -81,10 +90,18 @@ impl AppState {
         self.keyring = keyring;
         self
     }
+
+    /// The same state, accepting request bodies of up to `bytes`.
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -122,6 +139,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/webhook/{*path}", any(triggers::webhook))
         .with_state(state)
+        // Extractors that read a body stop at the limit, which covers bodies sent without a
+        // length; the middleware refuses a declared length over it before reading anything.
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            limits::refuse_oversized,
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -9,14 +9,24 @@
 //! server still commits each trigger at once, alone; a busy one commits many per flush.
 //!
 //! A full queue is answered at once with 503 rather than by making the sender wait.
+//!
+//! A signed webhook delivery carries the sender's id for it. The id is claimed in the same
+//! transaction that writes the execution (see [`quantumflow_storage::deliveries`]), so a repeat
+//! of it, whether it arrives later, in the same group, or in a group another writer commits at
+//! the same moment, starts nothing and is told the original execution. Claims older than
+//! [`DELIVERY_RETENTION`] are pruned by the writers as they go.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use quantumflow_engine::{EngineError, Start};
 use quantumflow_storage::StorageError;
+use quantumflow_storage::deliveries::{self, Delivery};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
+use uuid::Uuid;
 
 /// Writer tasks. Two let one gather the next group while the other commits; more would split
 /// the groups without adding a faster path to the database.
@@ -28,6 +38,26 @@ const MAX_GROUP: usize = 128;
 /// Starts that may wait for a writer; past this, triggers are refused with 503. At the rates a
 /// single control plane accepts, this is well under a second of backlog.
 const QUEUE_CAPACITY: usize = 1024;
+
+/// How long a delivery id is remembered. Signatures of the `standard-webhooks` scheme carry a
+/// timestamp that must be within at most an hour of the server's clock, so a replay older than
+/// that is refused for its timestamp anyway; a day leaves a wide margin, also for GitHub's
+/// deliveries, which carry no timestamp and whose redeliveries are usually sent within hours.
+pub const DELIVERY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How often each writer prunes remembered deliveries, at most. Pruning happens between groups,
+/// so an idle server does not wake up for it.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// What became of a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The execution was written.
+    New,
+    /// The delivery was accepted before; nothing was written. Holds the execution that the
+    /// first copy started.
+    Duplicate(Uuid),
+}
 
 /// Why a start was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +78,8 @@ pub enum StartError {
 
 struct Waiting {
     start: Start,
-    done: oneshot::Sender<Result<(), StartError>>,
+    delivery: Option<String>,
+    done: oneshot::Sender<Result<Started, StartError>>,
 }
 
 /// Hands prepared executions to the writer tasks.
@@ -78,11 +109,21 @@ impl Starter {
         Self { queue }
     }
 
-    /// Commits `start` with whatever else is waiting, and returns once it is durable.
-    pub async fn start(&self, start: Start) -> Result<(), StartError> {
+    /// Commits `start` with whatever else is waiting, and returns once it is durable. With a
+    /// `delivery` id, a start whose id the workflow has already seen is not written; the
+    /// execution of the first is returned instead.
+    pub async fn start(
+        &self,
+        start: Start,
+        delivery: Option<String>,
+    ) -> Result<Started, StartError> {
         let (done, committed) = oneshot::channel();
         self.queue
-            .try_send(Waiting { start, done })
+            .try_send(Waiting {
+                start,
+                delivery,
+                done,
+            })
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => StartError::Busy,
                 mpsc::error::TrySendError::Closed(_) => StartError::Stopped,
@@ -92,6 +133,7 @@ impl Starter {
 }
 
 async fn write_groups(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
+    let mut pruned_at: Option<Instant> = None;
     loop {
         let mut group = Vec::new();
         {
@@ -103,51 +145,128 @@ async fn write_groups(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Waiting>>
             }
         }
         write(&pool, group).await;
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+            pruned_at = Some(Instant::now());
+            prune(&pool).await;
+        }
     }
 }
+
+/// Forgets deliveries older than [`DELIVERY_RETENTION`]. A failure is only logged: the rows
+/// wait for the next try.
+async fn prune(pool: &PgPool) {
+    let retention = chrono::Duration::from_std(DELIVERY_RETENTION).unwrap_or(chrono::Duration::MAX);
+    let before = chrono::Utc::now() - retention;
+    match deliveries::prune(pool, before).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::debug!(pruned, "old webhook deliveries forgotten"),
+        Err(err) => tracing::warn!(error = %err, "cannot prune webhook deliveries; will retry"),
+    }
+}
+
+/// A start waiting to be written, with its delivery id.
+type Entry = (Start, Option<String>);
 
 /// Commits a group, and tells each waiting handler how it went. When the group as a whole
 /// fails for a reason other than the database being unreachable, each start is retried on its
 /// own, so that one bad start cannot fail the others.
 async fn write(pool: &PgPool, group: Vec<Waiting>) {
-    let (starts, replies): (Vec<Start>, Vec<_>) =
-        group.into_iter().map(|w| (w.start, w.done)).unzip();
-    let result = commit(pool, &starts).await;
+    let (entries, replies): (Vec<Entry>, Vec<_>) = group
+        .into_iter()
+        .map(|w| ((w.start, w.delivery), w.done))
+        .unzip();
+    let result = commit(pool, &entries).await;
     tracing::debug!(
-        starts = starts.len(),
+        starts = entries.len(),
         ok = result.is_ok(),
         "group committed"
     );
     match result {
-        Ok(()) => {
-            for reply in replies {
-                let _ = reply.send(Ok(()));
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
             }
         }
         Err(err) if is_unavailable(&err) => {
-            tracing::warn!(error = %err, starts = starts.len(), "database unavailable");
+            tracing::warn!(error = %err, starts = entries.len(), "database unavailable");
             for reply in replies {
                 let _ = reply.send(Err(StartError::Unavailable));
             }
         }
-        Err(err) if starts.len() == 1 => {
+        Err(err) if entries.len() == 1 => {
             let _ = replies.into_iter().next().map(|r| r.send(Err(err.into())));
         }
         Err(err) => {
-            tracing::warn!(error = %err, starts = starts.len(), "group failed; writing one by one");
-            for (start, reply) in starts.into_iter().zip(replies) {
-                let result = commit(pool, std::slice::from_ref(&start)).await;
-                let _ = reply.send(result.map_err(StartError::from));
+            tracing::warn!(
+                error = %err,
+                starts = entries.len(),
+                "group failed; writing one by one"
+            );
+            for (entry, reply) in entries.into_iter().zip(replies) {
+                let result = commit(pool, std::slice::from_ref(&entry)).await;
+                let outcome = result.map(|outcomes| outcomes[0]);
+                let _ = reply.send(outcome.map_err(StartError::from));
             }
         }
     }
 }
 
-async fn commit(pool: &PgPool, starts: &[Start]) -> Result<(), EngineError> {
+/// Writes a group in one transaction and says, for each entry, whether it started or repeated
+/// a delivery already claimed.
+async fn commit(pool: &PgPool, entries: &[Entry]) -> Result<Vec<Started>, EngineError> {
     let mut tx = pool.begin().await.map_err(StorageError::from)?;
-    quantumflow_engine::start_all(&mut tx, starts).await?;
+    let mut outcomes = vec![Started::New; entries.len()];
+
+    let signed: Vec<Delivery<'_>> = entries
+        .iter()
+        .filter_map(|(start, delivery)| {
+            Some(Delivery {
+                workflow_id: start.workflow_id(),
+                delivery_id: delivery.as_deref()?,
+                execution_id: start.execution_id(),
+            })
+        })
+        .collect();
+    if !signed.is_empty() {
+        let claimed: HashSet<Uuid> = deliveries::claim(&mut tx, &signed)
+            .await?
+            .into_iter()
+            .collect();
+        let repeats: Vec<(Uuid, &str)> = signed
+            .iter()
+            .filter(|d| !claimed.contains(&d.execution_id))
+            .map(|d| (d.workflow_id, d.delivery_id))
+            .collect();
+        if !repeats.is_empty() {
+            let originals: HashMap<(Uuid, String), Uuid> = deliveries::originals(&mut tx, &repeats)
+                .await?
+                .into_iter()
+                .map(|(workflow, delivery, execution)| ((workflow, delivery), execution))
+                .collect();
+            for ((start, delivery), outcome) in entries.iter().zip(&mut outcomes) {
+                let Some(delivery) = delivery else { continue };
+                if claimed.contains(&start.execution_id()) {
+                    continue;
+                }
+                // The claim lost to a row that must still be there: this transaction saw it.
+                let key = (start.workflow_id(), delivery.clone());
+                let original = originals.get(&key).ok_or(StorageError::Conflict {
+                    constraint: "webhook_deliveries_pkey".into(),
+                })?;
+                *outcome = Started::Duplicate(*original);
+            }
+        }
+    }
+
+    let starts: Vec<&Start> = entries
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| **outcome == Started::New)
+        .map(|((start, _), _)| start)
+        .collect();
+    quantumflow_engine::start_all(&mut tx, &starts).await?;
     tx.commit().await.map_err(StorageError::from)?;
-    Ok(())
+    Ok(outcomes)
 }
 
 fn is_unavailable(err: &EngineError) -> bool {

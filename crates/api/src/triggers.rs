@@ -5,20 +5,31 @@
 //! body as its input. Both answer `202 Accepted` with the new execution's id and where to watch
 //! it, once the execution, its node runs and its first jobs are committed together (with other
 //! triggers accepted at the same moment, see [`crate::starter`]).
+//!
+//! A workflow may require signed deliveries ([`crate::signature`]); the signature is checked
+//! over the raw body before anything parses it. A signed delivery whose id was accepted before
+//! is answered `200` with `"duplicate": true` and the first execution's id, and starts nothing.
+//!
+//! Bodies are read by content type: form-encoded into an object (a repeated key into an array
+//! of its values, in order), `text/*` into a string, anything else as JSON. What PostgreSQL
+//! cannot store, a NUL character, and JSON nested deeper than [`MAX_JSON_DEPTH`] are 400s
+//! that say where, so they never reach the database as a 500.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use quantumflow_domain::WorkflowStatus;
 use quantumflow_engine::{EngineError, Start, Trigger};
+use quantumflow_storage::StorageError;
 use quantumflow_storage::workflows::{self, Workflow};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::starter::StartError;
+use crate::extract::RawBody;
+use crate::signature::{self, SecretsError, SignatureConfig};
+use crate::starter::{StartError, Started};
 use crate::{ApiError, AppState};
 
 /// Request headers never copied into `trigger_data`: they carry credentials.
@@ -52,7 +63,7 @@ pub async fn webhook(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let Some(workflow) = workflows::find_active_webhook(&state.pool, method.as_str(), path).await?
@@ -64,11 +75,13 @@ pub async fn webhook(
         return Ok(method_not_allowed(&method, path, &methods));
     };
 
+    // The signature covers the bytes as sent, so it is checked before anything reads them.
+    let delivery = check_signature(&state, &workflow, &headers, &body).await?;
     let input = parse_body(&headers, &body)?;
     let trigger_data = json!({
         "method": method.as_str(),
         "path": path,
-        "query": query_map(&uri),
+        "query": query_map(&uri)?,
         "headers": header_map(&headers),
     });
     let trigger = Trigger {
@@ -77,7 +90,7 @@ pub async fn webhook(
         input,
         triggered_by: None,
     };
-    accept(&state, &workflow, trigger).await
+    accept(&state, &workflow, trigger, delivery).await
 }
 
 /// `POST /api/v1/workflows/{id}/executions`: the body is the input.
@@ -86,7 +99,7 @@ pub async fn execute(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("workflow"))?;
     let workflow = caller.workflow(&state.pool, id).await?;
@@ -104,32 +117,81 @@ pub async fn execute(
         input,
         triggered_by: Some(caller.user_id),
     };
-    accept(&state, &workflow, trigger).await
+    accept(&state, &workflow, trigger, None).await
+}
+
+/// Checks a delivery against the workflow's signature settings, if it has any, and returns
+/// the delivery's id for replay detection.
+async fn check_signature(
+    state: &AppState,
+    workflow: &Workflow,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, ApiError> {
+    let config = SignatureConfig::of(&workflow.trigger_config)
+        .map_err(|err| ApiError::Internal(Box::new(err)))?;
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let scheme = config.scheme().ok_or_else(|| {
+        ApiError::Internal(format!("unknown signature scheme {:?}", config.scheme).into())
+    })?;
+    let keyring = state.keyring.as_deref();
+    let secrets = signature::signing_secrets(&state.pool, keyring, config.connector_id)
+        .await
+        .map_err(|err| match err {
+            SecretsError::Storage(storage @ StorageError::Unavailable(_)) => storage.into(),
+            // The sender cannot fix a missing connector or secret; the owner sees it logged.
+            other => ApiError::Internal(Box::new(other)),
+        })?;
+    let now = chrono::Utc::now().timestamp();
+    match signature::verify(scheme, &secrets, headers, body, now) {
+        Ok(verified) => Ok(verified.delivery_id),
+        Err(err) => {
+            tracing::info!(workflow.id = %workflow.id, reason = %err, "webhook signature refused");
+            Err(ApiError::BadSignature(err))
+        }
+    }
 }
 
 /// Starts the execution, committed with whatever other triggers are being accepted, and
-/// answers 202.
+/// answers 202; or, for a delivery already accepted, 200 with the execution it started.
 async fn accept(
     state: &AppState,
     workflow: &Workflow,
     trigger: Trigger,
+    delivery: Option<String>,
 ) -> Result<Response, ApiError> {
     let doc = state.documents.of(&state.pool, workflow).await?;
     let start = Start::prepare(&doc, trigger)?;
     let execution_id = start.execution_id();
-    state.starter.start(start).await?;
+    let started = state.starter.start(start, delivery).await?;
 
-    let status_url = format!("/api/v1/executions/{execution_id}");
-    tracing::info!(execution.id = %execution_id, workflow.id = %workflow.id, "execution accepted");
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({"execution_id": execution_id, "status_url": status_url})),
-    )
-        .into_response();
-    if let Ok(location) = HeaderValue::from_str(&status_url) {
+    let (status, execution_id) = match started {
+        Started::New => (StatusCode::ACCEPTED, execution_id),
+        Started::Duplicate(original) => (StatusCode::OK, original),
+    };
+    let duplicate = status == StatusCode::OK;
+    let url = status_url(execution_id);
+    tracing::info!(
+        execution.id = %execution_id,
+        workflow.id = %workflow.id,
+        duplicate,
+        "execution accepted"
+    );
+    let mut body = json!({"execution_id": execution_id, "status_url": url});
+    if duplicate {
+        body["duplicate"] = Value::Bool(true);
+    }
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+fn status_url(execution_id: Uuid) -> String {
+    format!("/api/v1/executions/{execution_id}")
 }
 
 fn method_not_allowed(method: &Method, path: &str, methods: &[String]) -> Response {
@@ -144,8 +206,11 @@ fn method_not_allowed(method: &Method, path: &str, methods: &[String]) -> Respon
     response
 }
 
-/// The payload as JSON: JSON bodies parsed, form bodies as an object of strings, text as a
-/// string, nothing as `{}`.
+/// The payload as JSON: JSON bodies parsed, form bodies as an object of strings (arrays for
+/// repeated keys), text as a string, nothing as `{}`.
+///
+/// What PostgreSQL cannot store (a NUL character anywhere) and JSON nested deeper than
+/// [`MAX_JSON_DEPTH`] are refused here with a 400 saying where, rather than failing later.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
@@ -155,66 +220,132 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if content_type.starts_with("application/x-www-form-urlencoded") {
-        let pairs: Map<String, Value> = form_pairs(body)
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        return Ok(Value::Object(pairs));
+    let text = std::str::from_utf8(body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "the body is not valid UTF-8: the byte at offset {} is not part of a character",
+            err.valid_up_to()
+        ))
+    })?;
+    let value = if content_type.starts_with("application/x-www-form-urlencoded") {
+        form_object(text.as_bytes())
+    } else if content_type.starts_with("text/") {
+        Value::String(text.to_owned())
+    } else {
+        check_depth(text)?;
+        serde_json::from_str(text).map_err(|err| {
+            ApiError::BadRequest(format!(
+                "the body is not valid JSON: {err} (column {} is character {} of that line)",
+                err.column(),
+                char_column(text, err.line(), err.column())
+            ))
+        })?
+    };
+    if let Some(found) = nul_in(&value, &mut String::new()) {
+        return Err(ApiError::BadRequest(format!(
+            "the body holds a NUL character (\\u0000) {found}; it cannot be stored"
+        )));
     }
-    if content_type.starts_with("text/") {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| ApiError::BadRequest("the text body is not valid UTF-8".into()))?;
-        return Ok(Value::String(text.to_owned()));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    Ok(value)
 }
 
-fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        let s = s.replace('+', " ");
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'%', Some(b)) => {
-                    out.push(b);
-                    i += 3;
-                }
-                (b, _) => {
-                    out.push(b);
-                    i += 1;
+/// The deepest nesting of arrays and objects accepted in a JSON body. Real payloads stay far
+/// shallower; the limit keeps a hostile one from costing recursion in every later step.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`], counting brackets outside strings, so
+/// that the answer names the limit whatever the parser would have said.
+fn check_depth(text: &str) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, byte) in text.bytes().enumerate() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::BadRequest(format!(
+                        "the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels \
+                         (at byte offset {offset})"
+                    )));
                 }
             }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
         }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(pair), String::new()),
-        })
-        .collect()
+    }
+    Ok(())
 }
 
-fn query_map(uri: &Uri) -> Value {
-    let pairs = uri
-        .query()
-        .map(|q| form_pairs(q.as_bytes()))
-        .unwrap_or_default();
-    Value::Object(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    )
+/// serde_json counts columns in bytes; people count characters.
+fn char_column(text: &str, line: usize, byte_column: usize) -> usize {
+    let line = text.split('\n').nth(line.saturating_sub(1)).unwrap_or("");
+    let end = byte_column.min(line.len());
+    let end = (0..=end)
+        .rev()
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(0);
+    line[..end].chars().count()
+}
+
+/// Where the first NUL character in `value` is, described for a message: "in the key at
+/// /a/b" or "in the value at /a/b". `pointer` is the path so far.
+fn nul_in(value: &Value, pointer: &mut String) -> Option<String> {
+    let len = pointer.len();
+    let found = match value {
+        Value::String(s) if s.contains('\0') => Some(format!("in the value at {}", at(pointer))),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            pointer.truncate(len);
+            pointer.push_str(&format!("/{i}"));
+            nul_in(item, pointer)
+        }),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            pointer.truncate(len);
+            pointer.push('/');
+            pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            if key.contains('\0') {
+                return Some(format!("in the key at {}", at(pointer)));
+            }
+            nul_in(item, pointer)
+        }),
+        _ => None,
+    };
+    pointer.truncate(len);
+    found
+}
+
+/// An RFC 6901 pointer for a message; the whole document is `""`, shown as `/`.
+fn at(pointer: &str) -> &str {
+    if pointer.is_empty() { "/" } else { pointer }
+}
+
+/// Form-encoded pairs as an object. A key sent once maps to its string; a key sent several
+/// times maps to an array of its strings in the order sent, so no value is lost. Escapes that
+/// decode to bytes which are not UTF-8 become U+FFFD.
+fn form_object(encoded: &[u8]) -> Value {
+    let mut map = Map::new();
+    for (key, value) in form_urlencoded::parse(encoded) {
+        let value = Value::String(value.into_owned());
+        match map.get_mut(key.as_ref()) {
+            None => {
+                map.insert(key.into_owned(), value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    Value::Object(map)
+}
+
+/// The query string, decoded like a form body.
+fn query_map(uri: &Uri) -> Result<Value, ApiError> {
+    let query = form_object(uri.query().unwrap_or("").as_bytes());
+    if let Some(found) = nul_in(&query, &mut String::new()) {
+        return Err(ApiError::BadRequest(format!(
+            "the query string holds a NUL character (%00) {found}; it cannot be stored"
+        )));
+    }
+    Ok(query)
 }
 
 fn header_map(headers: &HeaderMap) -> Value {
@@ -234,17 +365,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn form_bodies_decode_plus_and_percent_escapes() {
-        let pairs = form_pairs(b"name=Ada+Lovelace&email=ada%40example.com&flag");
+    fn form_bodies_decode_escapes_and_keep_every_repeated_value() {
+        let form = form_object(b"name=Ada+Lovelace&email=ada%40example.com&flag&tag=a&tag=b%26c");
 
         assert_eq!(
-            pairs,
-            [
-                ("name".to_owned(), "Ada Lovelace".to_owned()),
-                ("email".to_owned(), "ada@example.com".to_owned()),
-                ("flag".to_owned(), String::new()),
-            ]
+            form,
+            json!({
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "flag": "",
+                "tag": ["a", "b&c"],
+            })
         );
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let deep = "[".repeat(MAX_JSON_DEPTH + 1);
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        let brackets_in_strings = format!(r#"{{"a": "{}\"{}"}}"#, "[".repeat(100), "{".repeat(100));
+
+        assert!(check_depth(&deep).is_err());
+        assert!(check_depth(&at_limit).is_ok());
+        assert!(check_depth(&brackets_in_strings).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_found_in_keys_and_values_with_their_pointer() {
+        let in_value = json!({"a": [1, {"b/c": "x\u{0}y"}]});
+        let in_key = json!({"a": {"k\u{0}": 1}});
+
+        assert_eq!(
+            nul_in(&in_value, &mut String::new()).as_deref(),
+            Some("in the value at /a/1/b~1c")
+        );
+        assert_eq!(
+            nul_in(&in_key, &mut String::new()).as_deref(),
+            Some("in the key at /a/k\u{0}")
+        );
+        assert_eq!(nul_in(&json!({"a": "b"}), &mut String::new()), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use quantumflow_domain::{
     EdgeKind, ErrorHandling, NodeKind, RetryPolicy, WorkflowGraph, WorkflowStatus,
 };
 use quantumflow_storage::StorageError;
+use quantumflow_storage::connectors;
 use quantumflow_storage::workflows::{
     self, Edge, ListCursor, ListFilter, NewEdge, NewNode, NewWorkflow, Node, Workflow,
     WorkflowDocument,
@@ -35,12 +36,13 @@ use quantumflow_storage::workflows::{
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::extract::{JsonBody, PathId};
+use crate::signature;
 use crate::{ApiError, AppState, paging};
 
 /// Where a workflow lives; the `Location` of a created one is this followed by its id.
@@ -368,7 +370,7 @@ pub async fn create(
     caller: Caller,
     JsonBody(document): JsonBody<CreateWorkflow>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let checked = check(&document, None).map_err(ApiError::Invalid)?;
+    let checked = check_whole(&state.pool, &document, None, caller.user_id).await?;
     let rows = Rows::of(&document, &checked);
     let workflow = rows.workflow(&document, checked.status, caller.user_id);
 
@@ -560,7 +562,7 @@ pub async fn replace(
 ) -> Result<impl IntoResponse, ApiError> {
     let seen = caller.workflow(&state.pool, id).await?;
     refuse_retired(&state.pool, &seen).await?;
-    let checked = check(&document, Some(seen.status)).map_err(ApiError::Invalid)?;
+    let checked = check_whole(&state.pool, &document, Some(seen.status), seen.owner_id).await?;
     let rows = Rows::of(&document, &checked);
     let with = rows.workflow(&document, checked.status, seen.owner_id);
 
@@ -883,7 +885,13 @@ fn check_next_status(
 fn check_trigger(trigger: &TriggerConfig, problems: &mut Vec<FieldError>) {
     match trigger.kind.as_str() {
         "webhook" => {}
-        "manual" | "schedule" => return,
+        "manual" | "schedule" => {
+            if trigger.config.get("signature").is_some() {
+                let detail = "only webhook triggers receive signed deliveries";
+                problems.push(FieldError::new(SIGNATURE_POINTER, detail));
+            }
+            return;
+        }
         other => {
             let detail = format!(
                 "unknown trigger type {other:?}, expected one of: webhook, manual, schedule"
@@ -916,6 +924,126 @@ fn check_trigger(trigger: &TriggerConfig, problems: &mut Vec<FieldError>) {
             problems.push(FieldError::new("/trigger_config/config/path", detail));
         }
     }
+    if let Some(signature) = trigger.config.get("signature") {
+        check_signature(signature, problems);
+    }
+}
+
+/// Where a webhook's signature settings are, in a workflow document.
+const SIGNATURE_POINTER: &str = "/trigger_config/config/signature";
+
+/// Checks the shape of `trigger_config.config.signature`; whether its connector exists and
+/// is the caller's is [`check_signing_connector`]'s part.
+fn check_signature(signature: &Value, problems: &mut Vec<FieldError>) {
+    let Some(fields) = signature.as_object() else {
+        let detail = "must be an object with scheme and connector_id";
+        problems.push(FieldError::new(SIGNATURE_POINTER, detail));
+        return;
+    };
+    let schemes = signature::SCHEMES.join(", ");
+    for name in fields.keys() {
+        if !["scheme", "connector_id", "tolerance_seconds"].contains(&name.as_str()) {
+            let detail = "unknown field; expected scheme, connector_id or tolerance_seconds";
+            problems.push(FieldError::new(
+                format!("{SIGNATURE_POINTER}/{name}"),
+                detail,
+            ));
+        }
+    }
+    let scheme = fields.get("scheme");
+    match scheme {
+        Some(Value::String(name)) if signature::SCHEMES.contains(&name.as_str()) => {}
+        found => {
+            let detail = match found {
+                Some(other) => {
+                    format!("unknown signature scheme {other}, expected one of: {schemes}")
+                }
+                None => format!("a signature needs a scheme, one of: {schemes}"),
+            };
+            problems.push(FieldError::new(
+                format!("{SIGNATURE_POINTER}/scheme"),
+                detail,
+            ));
+        }
+    }
+    let connector = fields.get("connector_id");
+    if connector
+        .and_then(Value::as_str)
+        .is_none_or(|id| Uuid::try_parse(id).is_err())
+    {
+        let detail = match connector {
+            Some(other) => {
+                format!("must be the UUID of a connector holding the secrets, not {other}")
+            }
+            None => {
+                "a signature needs the connector_id of the connector holding the secrets".to_owned()
+            }
+        };
+        problems.push(FieldError::new(
+            format!("{SIGNATURE_POINTER}/connector_id"),
+            detail,
+        ));
+    }
+    if let Some(tolerance) = fields.get("tolerance_seconds") {
+        let max = signature::MAX_TOLERANCE_SECONDS;
+        let pointer = format!("{SIGNATURE_POINTER}/tolerance_seconds");
+        if scheme.and_then(Value::as_str) != Some("standard-webhooks") {
+            let detail = "only the standard-webhooks scheme has a timestamp to check";
+            problems.push(FieldError::new(pointer, detail));
+        } else if !tolerance.as_u64().is_some_and(|t| (1..=max).contains(&t)) {
+            let detail =
+                format!("must be a whole number of seconds from 1 to {max}, not {tolerance}");
+            problems.push(FieldError::new(pointer, detail));
+        }
+    }
+}
+
+/// The problem with a webhook's signing connector, if it names one that does not exist or
+/// is not the caller's; both read the same, so that ids of others' connectors cannot be probed.
+/// Checks a document whole for a workflow owned by `owner`: its content with [`check`], and
+/// the signing connector it names, which must be the owner's; every problem at once.
+async fn check_whole(
+    pool: &PgPool,
+    document: &CreateWorkflow,
+    current: Option<WorkflowStatus>,
+    owner: Uuid,
+) -> Result<Checked, ApiError> {
+    let connector = check_signing_connector(pool, &document.trigger_config, owner).await?;
+    match (check(document, current), connector) {
+        (Ok(checked), None) => Ok(checked),
+        (Ok(_), Some(problem)) => Err(ApiError::Invalid(vec![problem])),
+        (Err(mut problems), connector) => {
+            problems.extend(connector);
+            problems.sort_by_key(|problem| document_position(&problem.pointer));
+            Err(ApiError::Invalid(problems))
+        }
+    }
+}
+
+async fn check_signing_connector(
+    pool: &PgPool,
+    trigger: &TriggerConfig,
+    owner: Uuid,
+) -> Result<Option<FieldError>, ApiError> {
+    let id = trigger
+        .config
+        .pointer("/signature/connector_id")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::try_parse(id).ok());
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let owned = match connectors::get(pool, id).await {
+        Ok(connector) => connector.owner_id == owner,
+        Err(StorageError::NotFound { .. }) => false,
+        Err(err) => return Err(err.into()),
+    };
+    Ok((!owned).then(|| {
+        FieldError::new(
+            format!("{SIGNATURE_POINTER}/connector_id"),
+            "no connector of yours has this id",
+        )
+    }))
 }
 
 fn check_settings(settings: &Value, problems: &mut Vec<FieldError>) {

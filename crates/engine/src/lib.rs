@@ -203,12 +203,17 @@ impl Start {
     pub fn execution_id(&self) -> Uuid {
         self.id
     }
+
+    /// The workflow it runs.
+    pub fn workflow_id(&self) -> Uuid {
+        self.workflow_id
+    }
 }
 
 /// Writes prepared executions in the caller's transaction, with the same few statements
 /// however many there are: executions, node runs, jobs, and the counters of those that ended
 /// with their trigger.
-pub async fn start_all(conn: &mut PgConnection, starts: &[Start]) -> Result<(), EngineError> {
+pub async fn start_all(conn: &mut PgConnection, starts: &[&Start]) -> Result<(), EngineError> {
     let empty = json!({});
     let planned: Vec<Vec<PlannedRun<'_>>> = starts
         .iter()

@@ -98,6 +98,12 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) db_pool_size: u32,
 
+    /// Largest request body accepted, in bytes, for webhooks and the API; larger ones are
+    /// answered 413 without being read.
+    #[arg(long, env = "QUANTUMFLOW_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub(crate) max_body_bytes: u64,
+
     #[command(flatten)]
     pub(crate) keys: CredentialKeysArgs,
 }

@@ -10,9 +10,11 @@
 //! - [`users`], [`tokens`], [`connectors`], [`workflows`], [`executions`]: rows and queries per
 //!   aggregate.
 //! - [`runs`]: the execution engine's bookkeeping, fenced by attempt.
+//! - [`deliveries`]: signed webhook deliveries already accepted, for replay detection.
 //! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
 
 pub mod connectors;
+pub mod deliveries;
 mod error;
 pub mod executions;
 pub mod runs;

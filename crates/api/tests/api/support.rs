@@ -202,3 +202,43 @@ pub(crate) fn problem_detail(response: &Response, status: StatusCode) -> String 
     assert_eq!(response.body["status"], status.as_u16());
     response.body["detail"].as_str().unwrap().to_owned()
 }
+
+/// Rows of each kind in the database: executions, node runs, queued jobs, and the executions
+/// counted on the workflow's row (which counts them as they end, and later).
+pub(crate) async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM node_runs), \
+                (SELECT count(*) FROM apalis.jobs), \
+                (SELECT coalesce(sum(total_executions), 0)::int8 FROM workflows)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+/// A POST of `body`'s bytes, exactly as given, with `content_type`.
+pub(crate) fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_vec()))
+        .unwrap()
+}
+
+/// The stored `input_data` and `trigger_data` of the execution that `accepted`, a 202, started.
+pub(crate) async fn stored(db: &TestDb, accepted: &Response) -> (Value, Value) {
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let id = accepted.body["execution_id"].as_str().unwrap();
+    sqlx::query_as("SELECT input_data, trigger_data FROM executions WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// A database holding the admin and their active [`document`] workflow.
+pub(crate) async fn db_with_workflow() -> TestDb {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    create_workflow(&db).await;
+    db
+}

@@ -6,21 +6,8 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
 use crate::support::{
-    admin, create_workflow, get, post_json, post_raw, problem_detail, send, send_to,
+    admin, counts, create_workflow, get, post_json, problem_detail, send, send_to,
 };
-
-/// Rows of each kind in the database: executions, node runs, queued jobs, and the executions
-/// counted on the workflow's row (which counts them as they end, and later).
-async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM node_runs), \
-                (SELECT count(*) FROM apalis.jobs), \
-                (SELECT coalesce(sum(total_executions), 0)::int8 FROM workflows)",
-    )
-    .fetch_one(db.pool())
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn a_webhook_writes_the_execution_its_node_runs_and_the_first_job_together() {
@@ -74,59 +61,6 @@ async fn a_webhook_writes_the_execution_its_node_runs_and_the_first_job_together
         .unwrap();
     assert_eq!(trigger["status"], "success");
     assert_eq!(trigger["output_data"], execution["input_data"]);
-}
-
-/// The stored input of the execution a trigger answered with.
-async fn input_of(db: &TestDb, accepted: &crate::support::Response) -> Value {
-    let id = accepted.body["execution_id"].as_str().unwrap();
-    sqlx::query_scalar("SELECT input_data FROM executions WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn form_and_text_bodies_are_recorded_as_they_came() {
-    let db = TestDb::new().await;
-    admin(&db).await;
-    create_workflow(&db).await;
-
-    let form = send(
-        &db,
-        post_raw(
-            "/webhook/signup",
-            "application/x-www-form-urlencoded",
-            "name=Ada+L&x=%21",
-        ),
-    )
-    .await;
-    let text = send(&db, post_raw("/webhook/signup", "text/plain", "hello")).await;
-    let empty = send(&db, post_raw("/webhook/signup", "application/json", "")).await;
-
-    assert_eq!(
-        input_of(&db, &form).await,
-        json!({"name": "Ada L", "x": "!"})
-    );
-    assert_eq!(input_of(&db, &text).await, json!("hello"));
-    assert_eq!(input_of(&db, &empty).await, json!({}));
-}
-
-#[tokio::test]
-async fn invalid_json_is_refused_and_nothing_is_written() {
-    let db = TestDb::new().await;
-    admin(&db).await;
-    create_workflow(&db).await;
-
-    let refused = send(
-        &db,
-        post_raw("/webhook/signup", "application/json", "{\"a\": "),
-    )
-    .await;
-
-    let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
-    assert!(detail.contains("not valid JSON"), "{detail}");
-    assert_eq!(counts(&db).await, (0, 0, 0, 0));
 }
 
 #[tokio::test]
@@ -295,9 +229,9 @@ async fn a_start_that_cannot_be_written_fails_alone() {
     let prepare = |doc, name| quantumflow_engine::Start::prepare(doc, trigger(name)).unwrap();
 
     let results = futures_util::future::join_all([
-        starter.start(prepare(&doc, "ada")),
-        starter.start(prepare(&orphan, "bob")),
-        starter.start(prepare(&doc, "cy")),
+        starter.start(prepare(&doc, "ada"), None),
+        starter.start(prepare(&orphan, "bob"), None),
+        starter.start(prepare(&doc, "cy"), None),
     ])
     .await;
 

@@ -24,7 +24,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;
             let pool = database::connect_configured(url, &data_dir, args.db_pool_size).await?;
             serve::check_schema(&pool).await?;
-            serve::run(pool, args.listen, keyring, serve::shutdown_signal()).await
+            serve::run(pool, &args, keyring, serve::shutdown_signal()).await
         }
         Command::Worker(args) => {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;

@@ -1,7 +1,6 @@
 //! The control plane's HTTP server, shared by `serve` and `up`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -11,13 +10,17 @@ use quantumflow_storage::schema;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-/// Serves the API on `listen` until `shutdown` completes and in-flight requests finish.
+use crate::cli::ServeArgs;
+
+/// Serves the API as `args` say until `shutdown` completes and in-flight requests finish.
 pub(crate) async fn run(
     pool: PgPool,
-    listen: SocketAddr,
+    args: &ServeArgs,
     keyring: Option<Arc<Keyring>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listen = args.listen;
+    let max_body_bytes = usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; free the address or pass --listen"))?;
@@ -33,7 +36,10 @@ pub(crate) async fn run(
         ),
     }
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
-    let app = quantumflow_api::router(AppState::new(pool).with_keyring(keyring));
+    let state = AppState::new(pool)
+        .with_keyring(keyring)
+        .with_max_body_bytes(max_body_bytes);
+    let app = quantumflow_api::router(state);
     let served = quantumflow_api::serve(listener, app, shutdown).await;
     folding.abort();
     served.context("the HTTP server failed")?;

@@ -68,12 +68,11 @@ async fn serve_until_signal(
     };
     let server = {
         let stop = stop.clone();
-        let listen = args.serve.listen;
         let stopped = until_stopped(stopped.clone());
         let pool = pool.clone();
         let keyring = Some(Arc::clone(&keyring));
         async move {
-            let result = serve::run(pool, listen, keyring, stopped).await;
+            let result = serve::run(pool, &args.serve, keyring, stopped).await;
             let _ = stop.send(true);
             result
         }

@@ -864,3 +864,34 @@ async fn a_delay_holds_its_successor_back_through_the_queue() {
         "the delay held a worker slot"
     );
 }
+
+#[tokio::test]
+async fn big_integers_and_long_decimals_keep_every_digit_to_a_nodes_output() {
+    let db = TestDb::new().await;
+    let cluster = cluster(&db).await;
+    let nodes = json!([
+        {"name": "start", "type": "trigger"},
+        {"name": "copy", "type": "transform",
+         "config": {"template": {"big": "{{input.big}}", "long": "{{input.long}}"}}}
+    ]);
+    let edges = json!([{"source": "start", "target": "copy"}]);
+    let id = create_workflow(cluster.api, &workflow(json!({}), nodes, edges)).await;
+    let big = "123456789012345678901234567890";
+    let long = "0.1000000000000000000000000000000000000001";
+    let input: Value =
+        serde_json::from_str(&format!(r#"{{"big": {big}, "long": {long}}}"#)).unwrap();
+
+    let execution = finished(cluster.api, &execute(cluster.api, &id, &input).await).await;
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    let output = &run(&execution, "copy")["output_data"];
+    assert_eq!(output["big"].to_string(), big);
+    assert_eq!(output["long"].to_string(), long);
+    let stored: (String, String) = sqlx::query_as(
+        "SELECT output_data->>'big', output_data->>'long' FROM node_runs WHERE node_name = 'copy'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, (big.to_owned(), long.to_owned()));
+}

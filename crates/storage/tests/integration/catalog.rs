@@ -185,6 +185,17 @@ const INDEXES: &[(&str, &str, &str)] = &[
         "idx_api_tokens_user",
         "USING btree (user_id, created_at DESC)",
     ),
+    (
+        "webhook_deliveries",
+        "webhook_deliveries_pkey",
+        "UNIQUE INDEX webhook_deliveries_pkey ON public.webhook_deliveries USING btree \
+         (workflow_id, delivery_id)",
+    ),
+    (
+        "webhook_deliveries",
+        "idx_webhook_deliveries_received_at",
+        "USING btree (received_at)",
+    ),
 ];
 
 /// Every column of the data model, plus the engine's bookkeeping columns: table, column, type,
@@ -448,6 +459,20 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
         None,
     ),
     ("api_tokens", "revoked_at", "timestamp with time zone", None),
+    ("webhook_deliveries", "workflow_id", "uuid", None),
+    (
+        "webhook_deliveries",
+        "delivery_id",
+        "character varying(255)",
+        None,
+    ),
+    ("webhook_deliveries", "execution_id", "uuid", None),
+    (
+        "webhook_deliveries",
+        "received_at",
+        "timestamp with time zone",
+        Some("CURRENT_TIMESTAMP"),
+    ),
 ];
 
 /// Foreign keys: table, column, referenced table, ON DELETE rule.
@@ -468,6 +493,13 @@ const FOREIGN_KEYS: &[(&str, &str, &str, &str)] = &[
     ("connectors", "created_by", "users", "NO ACTION"),
     ("connectors", "updated_by", "users", "NO ACTION"),
     ("api_tokens", "user_id", "users", "CASCADE"),
+    ("webhook_deliveries", "workflow_id", "workflows", "CASCADE"),
+    (
+        "webhook_deliveries",
+        "execution_id",
+        "executions",
+        "CASCADE",
+    ),
 ];
 
 async fn migrated_empty_db() -> TestDb {
@@ -678,7 +710,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5, 6, 7, 8]
+        [3, 4, 5, 6, 7, 8, 9]
     );
 }
 

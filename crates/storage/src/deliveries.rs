@@ -1,0 +1,91 @@
+//! Signed webhook deliveries already accepted, for recognising a repeat of one.
+//!
+//! A delivery is claimed in the transaction that writes the execution it starts. The table's
+//! primary key decides between copies: within one statement, within one transaction, or
+//! across transactions committing at the same moment, exactly one claim of a key succeeds and
+//! the others find the winner with [`originals`].
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A delivery that is to start an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    /// The workflow it was sent to.
+    pub workflow_id: Uuid,
+    /// The sender's id for it.
+    pub delivery_id: &'a str,
+    /// The execution it starts if it is the first of its id.
+    pub execution_id: Uuid,
+}
+
+/// Records each delivery whose id is new for its workflow, and returns the executions of those
+/// recorded. A delivery whose id is taken, by an earlier transaction, a concurrent one (whose
+/// commit this waits for) or an earlier entry of `deliveries`, is left out.
+pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Result<Vec<Uuid>> {
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workflow_ids: Vec<Uuid> = deliveries.iter().map(|d| d.workflow_id).collect();
+    let delivery_ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id).collect();
+    let execution_ids: Vec<Uuid> = deliveries.iter().map(|d| d.execution_id).collect();
+    // WITH ORDINALITY keeps the order of `deliveries`, so the first copy of a repeated id is
+    // the one that wins.
+    let claimed = sqlx::query_scalar!(
+        r#"
+        INSERT INTO webhook_deliveries (workflow_id, delivery_id, execution_id)
+        SELECT workflow_id, delivery_id, execution_id
+        FROM UNNEST($1::uuid[], $2::varchar[], $3::uuid[]) WITH ORDINALITY
+             AS t(workflow_id, delivery_id, execution_id, position)
+        ORDER BY position
+        ON CONFLICT (workflow_id, delivery_id) DO NOTHING
+        RETURNING execution_id
+        "#,
+        &workflow_ids,
+        &delivery_ids as &[&str],
+        &execution_ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(claimed)
+}
+
+/// The executions recorded for `keys` (workflow, delivery id), as (workflow, delivery id,
+/// execution); keys with no record are absent.
+pub async fn originals(
+    conn: &mut PgConnection,
+    keys: &[(Uuid, &str)],
+) -> Result<Vec<(Uuid, String, Uuid)>> {
+    let workflow_ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let delivery_ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let rows = sqlx::query!(
+        r#"
+        SELECT d.workflow_id, d.delivery_id, d.execution_id
+        FROM webhook_deliveries d
+        JOIN UNNEST($1::uuid[], $2::varchar[]) AS k(workflow_id, delivery_id)
+          ON d.workflow_id = k.workflow_id AND d.delivery_id = k.delivery_id
+        "#,
+        &workflow_ids,
+        &delivery_ids as &[&str],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.workflow_id, r.delivery_id, r.execution_id))
+        .collect())
+}
+
+/// Forgets deliveries received before `before`, and returns how many.
+pub async fn prune(db: impl PgExecutor<'_>, before: DateTime<Utc>) -> Result<u64> {
+    let pruned = sqlx::query!(
+        "DELETE FROM webhook_deliveries WHERE received_at < $1",
+        before
+    )
+    .execute(db)
+    .await?;
+    Ok(pruned.rows_affected())
+}

@@ -1,0 +1,2 @@
+-- Replays are no longer recognised; executions stay.
+DROP TABLE webhook_deliveries;
