@@ -20,6 +20,10 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::extract::{JsonBody, PathId};
+use crate::openapi::{
+    BadRequest, NotFound, PayloadTooLarge, TokenErrors, Unavailable, Unprocessable,
+    UnsupportedMediaType,
+};
 use crate::{ApiError, AppState};
 
 /// Where connectors live; the `Location` of a created one is this followed by its id.
@@ -32,7 +36,7 @@ const NAME_MAX_CHARS: usize = 255;
 const TYPE_MAX_CHARS: usize = 50;
 
 /// The body of `POST /api/v1/connectors` and `PUT /api/v1/connectors/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorDocument {
     /// Display name: not blank, at most 255 characters.
@@ -52,7 +56,8 @@ pub struct ConnectorDocument {
 }
 
 /// The query of `GET /api/v1/connectors`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only connectors of this type.
@@ -61,11 +66,19 @@ pub struct ListQuery {
 }
 
 /// The body of `GET /api/v1/connectors`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectorList {
     /// Newest first.
     pub connectors: Vec<Connector>,
 }
+
+/// The `{id}` of a connector's routes, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct ConnectorId(
+    /// The connector's id.
+    pub Uuid,
+);
 
 /// A document that passed [`check`].
 struct Checked<'a> {
@@ -76,6 +89,19 @@ struct Checked<'a> {
 
 /// `GET /api/v1/connectors`: the caller's connectors (everyone's, for a superuser), newest
 /// first, optionally of one `type`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connectors",
+    operation_id = "listConnectors",
+    tag = "connectors",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = OK, description = "The connectors, newest first.", body = ConnectorList),
+        (status = BAD_REQUEST, response = BadRequest),
+        TokenErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,6 +115,28 @@ pub async fn list(
 
 /// `POST /api/v1/connectors`: creates a connector owned by the caller. Answers 201 with it and
 /// its `Location`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connectors",
+    operation_id = "createConnector",
+    tag = "connectors",
+    security(("bearer" = [])),
+    request_body = ConnectorDocument,
+    responses(
+        (
+            status = CREATED,
+            description = "The stored connector, without its credentials.",
+            body = Connector,
+            headers(("Location" = String, description = "Where the connector can be read.")),
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNSUPPORTED_MEDIA_TYPE, response = UnsupportedMediaType),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        (status = SERVICE_UNAVAILABLE, response = Unavailable),
+        TokenErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,6 +173,20 @@ pub async fn create(
 }
 
 /// `GET /api/v1/connectors/{id}`: one connector, without its credentials.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connectors/{id}",
+    operation_id = "getConnector",
+    tag = "connectors",
+    security(("bearer" = [])),
+    params(ConnectorId),
+    responses(
+        (status = OK, description = "The connector, without its credentials.", body = Connector),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,6 +197,29 @@ pub async fn show(
 
 /// `PUT /api/v1/connectors/{id}`: replaces a connector's settings; credentials left out of
 /// the body stay as they are.
+#[utoipa::path(
+    put,
+    path = "/api/v1/connectors/{id}",
+    operation_id = "replaceConnector",
+    tag = "connectors",
+    security(("bearer" = [])),
+    params(ConnectorId),
+    request_body = ConnectorDocument,
+    responses(
+        (
+            status = OK,
+            description = "The stored connector, without its credentials.",
+            body = Connector,
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNSUPPORTED_MEDIA_TYPE, response = UnsupportedMediaType),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        (status = SERVICE_UNAVAILABLE, response = Unavailable),
+        TokenErrors,
+    ),
+)]
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,6 +256,20 @@ pub async fn replace(
 
 /// `DELETE /api/v1/connectors/{id}`: removes a connector. Answers 204; nodes naming it fail
 /// from then on.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connectors/{id}",
+    operation_id = "deleteConnector",
+    tag = "connectors",
+    security(("bearer" = [])),
+    params(ConnectorId),
+    responses(
+        (status = NO_CONTENT, description = "The connector is deleted."),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,

@@ -44,6 +44,10 @@ pub enum ApiError {
     #[error("{0} not found")]
     NotFound(&'static str),
 
+    /// No route answers this path; the detail names the method and path asked for.
+    #[error("no route answers {0}; the API's routes are listed at /api/v1/openapi.json")]
+    UnknownRoute(String),
+
     /// The resource exists but does not accept this method; the caller adds an `Allow`
     /// header.
     #[error("{0}")]
@@ -70,11 +74,12 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// An RFC 9457 problem body.
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem body, sent as `application/problem+json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` means the status says it all.
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: &'static str,
     /// The status's reason phrase.
     pub title: &'static str,
@@ -82,13 +87,13 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this case.
     pub detail: String,
-    /// Every invalid part of the request body, for [`ApiError::Invalid`]; absent otherwise.
+    /// Every invalid part of the request body, when a 422 lists them; absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 
 /// One invalid part of a request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// RFC 6901 pointer to the part, e.g. `/nodes/2/type`; `""` is the whole body.
     pub pointer: String,
@@ -121,7 +126,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) | Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -189,7 +194,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(problem)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(crate::openapi::PROBLEM_JSON),
         );
         if let Some(challenge) = challenge {
             response.headers_mut().insert(

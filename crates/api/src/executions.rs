@@ -17,22 +17,27 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::PathId;
+use crate::openapi::{BadRequest, NotFound, TokenErrors};
+use crate::workflows::WorkflowId;
 use crate::{ApiError, AppState, paging};
 
 /// An execution as the API shows it, with its node runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     /// Primary key.
     pub id: Uuid,
     /// The workflow executed.
     pub workflow_id: Uuid,
     /// The workflow's name when the execution began.
+    #[schema(required = true)]
     pub workflow_name: Option<String>,
     /// The workflow's version when the execution began.
+    #[schema(required = true)]
     pub workflow_version: Option<i32>,
     /// Lifecycle status.
     pub status: ExecutionStatus,
     /// `manual`, `webhook`, `schedule` or `api`.
+    #[schema(required = true)]
     pub trigger_type: Option<String>,
     /// Headers and query of the triggering request, or the schedule tick.
     pub trigger_data: Value,
@@ -41,30 +46,37 @@ pub struct ExecutionView {
     /// The result of the execution.
     pub output_data: Value,
     /// Why it failed.
+    #[schema(required = true)]
     pub error_message: Option<String>,
     /// When the first node started.
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// How long it ran.
+    #[schema(required = true)]
     pub duration_ms: Option<i32>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// The runs of its nodes, in the order they were created; left out of listings.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub node_runs: Option<Vec<NodeRunView>>,
 }
 
 /// One node's run within an execution, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NodeRunView {
     /// Primary key.
     pub id: Uuid,
     /// The node that runs.
     pub node_id: Uuid,
     /// The node's name when the execution began.
+    #[schema(required = true)]
     pub node_name: Option<String>,
     /// The node's type when the execution began.
+    #[schema(required = true)]
     pub node_type: Option<String>,
     /// Lifecycle status.
     pub status: NodeRunStatus,
@@ -73,16 +85,20 @@ pub struct NodeRunView {
     /// Retries allowed.
     pub max_retries: i32,
     /// When the current attempt started.
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// How long the final attempt ran.
+    #[schema(required = true)]
     pub duration_ms: Option<i32>,
     /// What the node received.
     pub input_data: Value,
     /// What the node produced.
     pub output_data: Value,
     /// Why it failed.
+    #[schema(required = true)]
     pub error_message: Option<String>,
 }
 
@@ -129,6 +145,20 @@ impl From<NodeRun> for NodeRunView {
 }
 
 /// `GET /api/v1/executions/{id}`: the execution and its node runs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}",
+    operation_id = "getExecution",
+    tag = "executions",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The execution's id.")),
+    responses(
+        (status = OK, description = "The execution with its node runs.", body = ExecutionView),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,28 +173,46 @@ pub async fn show(
 }
 
 /// The query of `GET /api/v1/workflows/{id}/executions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only executions in this status.
+    #[param(value_type = Option<ExecutionStatus>)]
     pub status: Option<String>,
     /// At most this many (1 to 100, 20 when absent).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     /// Where the previous page ended: its `next_cursor`.
     pub cursor: Option<String>,
 }
 
 /// One page of executions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExecutionPage {
     /// Newest first, without their node runs.
     pub executions: Vec<ExecutionView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/workflows/{id}/executions`: the workflow's executions, newest first, filtered
 /// by `status`, a page at a time (served by the composite indexes on `executions`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/executions",
+    operation_id = "listExecutions",
+    tag = "executions",
+    security(("bearer" = [])),
+    params(WorkflowId, ListQuery),
+    responses(
+        (status = OK, description = "A page of executions, newest first.", body = ExecutionPage),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,18 +11,58 @@
 use axum::Json;
 use axum::extract::State;
 use quantumflow_storage::schema;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
+use crate::openapi::DatabaseErrors;
 use crate::{ApiError, AppState};
 
-/// `GET /healthz`: the process is alive.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
-/// `GET /readyz`: the database is reachable and fully migrated.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut versions = serde_json::Map::new();
+/// The body of `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// For each migration set (`quantumflow`, `apalis`), the newest version applied; and, under
+    /// `<set>_newer_than_binary`, the versions applied that this binary does not know.
+    #[schema(value_type = Object, example = json!({"quantumflow": 20250101000000_i64}))]
+    pub schema: Map<String, Value>,
+}
+
+/// `GET /healthz`: the process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getLiveness",
+    tag = "health",
+    responses((status = OK, description = "The process serves HTTP.", body = Liveness)),
+)]
+pub async fn healthz() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
+}
+
+/// `GET /readyz`: the database is reachable and fully migrated; 503 when it is unreachable
+/// or lacks a migration.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "getReadiness",
+    tag = "health",
+    responses(
+        (status = OK, description = "Ready to serve.", body = Readiness),
+        DatabaseErrors,
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let mut versions = Map::new();
     for set in quantumflow_queue::migration_sets() {
         let report = schema::inspect(&state.pool, set).await?;
         if let Some(pending) = report.pending().next() {
@@ -39,5 +79,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             );
         }
     }
-    Ok(Json(json!({"status": "ready", "schema": versions})))
+    Ok(Json(Readiness {
+        status: "ready",
+        schema: versions,
+    }))
 }

@@ -2,17 +2,24 @@
 //!
 //! [`router`] builds the whole application from an [`AppState`], so tests drive it without a
 //! socket and the binary serves it with [`serve`]. Every error leaves through [`ApiError`],
-//! which maps each case to its status and an RFC 9457 problem body.
+//! which maps each case to its status and an RFC 9457 problem body; so do requests no route
+//! answers (404) and methods a route does not accept (405, with `Allow`).
+//!
+//! The routes and the OpenAPI document are built together by [`routes`]: each handler's
+//! `#[utoipa::path]` annotation names its path and methods, and `routes!` registers the handler
+//! with axum and its operation with the document in one step.
 //!
 //! # Layout
 //!
 //! - [`auth`]: API tokens, the `Caller` every `/api/v1` handler takes, password hashing.
 //! - [`connectors`]: connectors and their sealed credentials (`/api/v1/connectors`).
+//! - [`docs`]: the interactive API page (`/api/v1/docs`) and its vendored files.
 //! - [`documents`]: workflow documents cached for starting executions.
 //! - [`error`]: `ApiError` and the problem+json body.
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
 //! - [`limits`]: the request body limit.
+//! - [`openapi`]: the OpenAPI document (`/api/v1/openapi.json`) and its shared parts.
 //! - [`paging`]: the `limit` and page cutting shared by the listings.
 //! - [`signature`]: checking signed webhook deliveries.
 //! - [`starter`]: committing accepted triggers in groups.
@@ -22,12 +29,14 @@
 
 pub mod auth;
 pub mod connectors;
+pub mod docs;
 pub mod documents;
 pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod openapi;
 pub mod paging;
 pub mod signature;
 pub mod starter;
@@ -41,14 +50,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::Request;
+use axum::http::{Method, Request, Uri};
 use axum::middleware;
-use axum::routing::{any, delete, get, post};
+use axum::routing::any;
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -99,45 +111,53 @@ impl AppState {
     }
 }
 
+/// Every route, with its operation in the OpenAPI document.
+///
+/// A route is added here once, as `.routes(routes!(handler))`, with its path and methods in the
+/// handler's `#[utoipa::path]`; handlers sharing a path go in one `routes!`. A test fails when
+/// the router serves a path or method the document does not describe.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(workflows::list, workflows::create))
+        .routes(routes!(
+            workflows::show,
+            workflows::replace,
+            workflows::remove
+        ))
+        .routes(routes!(workflows::versions))
+        .routes(routes!(workflows::activate))
+        .routes(routes!(workflows::pause))
+        .routes(routes!(workflows::archive))
+        .routes(routes!(executions::list, triggers::execute))
+        .routes(routes!(executions::show))
+        .routes(routes!(connectors::list, connectors::create))
+        .routes(routes!(
+            connectors::show,
+            connectors::replace,
+            connectors::remove
+        ))
+        .routes(routes!(tokens::me))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(openapi::serve_document))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::asset))
+        // Webhooks answer any method, which an OpenAPI path item cannot express, so this route
+        // is registered by hand; `openapi::ApiDoc` documents it with the methods a trigger may
+        // listen for.
+        .route("/webhook/{*path}", any(triggers::webhook))
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route(
-            "/api/v1/workflows",
-            get(workflows::list).post(workflows::create),
-        )
-        .route(
-            "/api/v1/workflows/{id}",
-            get(workflows::show)
-                .put(workflows::replace)
-                .delete(workflows::remove),
-        )
-        .route("/api/v1/workflows/{id}/versions", get(workflows::versions))
-        .route("/api/v1/workflows/{id}/activate", post(workflows::activate))
-        .route("/api/v1/workflows/{id}/pause", post(workflows::pause))
-        .route("/api/v1/workflows/{id}/archive", post(workflows::archive))
-        .route(
-            "/api/v1/workflows/{id}/executions",
-            get(executions::list).post(triggers::execute),
-        )
-        .route("/api/v1/executions/{id}", get(executions::show))
-        .route(
-            "/api/v1/connectors",
-            get(connectors::list).post(connectors::create),
-        )
-        .route(
-            "/api/v1/connectors/{id}",
-            get(connectors::show)
-                .put(connectors::replace)
-                .delete(connectors::remove),
-        )
-        .route("/api/v1/users/me", get(tokens::me))
-        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
-        .route("/webhook/{*path}", any(triggers::webhook))
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(unknown_route)
+        // Applies to the routes added so far, so it comes after all of them.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         // Extractors that read a body stop at the limit, which covers bodies sent without a
         // length; the middleware refuses a declared length over it before reading anything.
@@ -165,6 +185,20 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+}
+
+/// Answers a request that no route matches.
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::UnknownRoute(format!("{method} {}", uri.path()))
+}
+
+/// Answers a request whose path a route matches but whose method it does not accept; axum adds
+/// the `Allow` header listing the methods it does.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not accept {method}; the Allow header lists the methods it does",
+        uri.path()
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in

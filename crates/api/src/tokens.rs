@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Caller};
 use crate::extract::{JsonBody, PathId};
+use crate::openapi::{
+    BadRequest, NotFound, PayloadTooLarge, TokenErrors, Unprocessable, UnsupportedMediaType,
+};
 use crate::{ApiError, AppState};
 
 /// Longest lifetime a token may be given, in days: ten years, far enough for any real use and
@@ -24,11 +27,27 @@ use crate::{ApiError, AppState};
 const MAX_EXPIRY_DAYS: i64 = 3650;
 
 /// `GET /api/v1/users/me`: the caller's user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    operation_id = "getCurrentUser",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses((status = OK, description = "The caller's user.", body = User), TokenErrors),
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<User>, ApiError> {
     Ok(Json(users::get(&state.pool, caller.user_id).await?))
 }
 
 /// `GET /api/v1/tokens`: the caller's tokens, newest first, revoked ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    operation_id = "listTokens",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses((status = OK, description = "The caller's tokens.", body = TokenList), TokenErrors),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -38,14 +57,14 @@ pub async fn list(
 }
 
 /// The body of `GET /api/v1/tokens`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     /// Newest first.
     pub tokens: Vec<Token>,
 }
 
 /// The body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for, e.g. `ci-deploy`: 1 to 100 characters.
@@ -55,7 +74,7 @@ pub struct CreateToken {
 }
 
 /// A token just created, secret included.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token to send as `Authorization: Bearer …`; shown this once.
     pub token: String,
@@ -65,6 +84,27 @@ pub struct CreatedToken {
 }
 
 /// `POST /api/v1/tokens`: a new token for the caller. Answers 201 with the secret.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    operation_id = "createToken",
+    tag = "tokens",
+    security(("bearer" = [])),
+    request_body = CreateToken,
+    responses(
+        (
+            status = CREATED,
+            description = "The token, with its secret shown this once.",
+            body = CreatedToken,
+            headers(("Location" = String, description = "Where the token is revoked.")),
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNSUPPORTED_MEDIA_TYPE, response = UnsupportedMediaType),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        TokenErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,6 +134,20 @@ pub async fn create(
 
 /// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens (anyone's, for a
 /// superuser). Answers 204, also for a token revoked before; another user's token is a 404.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    operation_id = "revokeToken",
+    tag = "tokens",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The token's id.")),
+    responses(
+        (status = NO_CONTENT, description = "The token no longer works."),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

@@ -23,13 +23,19 @@ use quantumflow_domain::WorkflowStatus;
 use quantumflow_engine::{EngineError, Start, Trigger};
 use quantumflow_storage::StorageError;
 use quantumflow_storage::workflows::{self, Workflow};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::RawBody;
+use crate::openapi::{
+    BadRequest, BadSignature, Conflict, DatabaseErrors, MethodNotAllowed, NotFound,
+    PayloadTooLarge, TokenErrors, Unprocessable,
+};
 use crate::signature::{self, SecretsError, SignatureConfig};
 use crate::starter::{StartError, Started};
+use crate::workflows::WorkflowId;
 use crate::{ApiError, AppState};
 
 /// Request headers never copied into `trigger_data`: they carry credentials.
@@ -57,7 +63,58 @@ impl From<StartError> for ApiError {
     }
 }
 
-/// `{METHOD} /webhook/{*path}`.
+/// The execution is recorded and queued: its id, and where to watch it.
+#[derive(Debug, Serialize, utoipa::ToSchema, utoipa::ToResponse)]
+#[response(headers(("Location" = String, description = "The execution's URL.")))]
+pub struct Accepted {
+    /// The new execution's id.
+    pub execution_id: Uuid,
+    /// Where the execution can be read: `/api/v1/executions/{execution_id}`.
+    pub status_url: String,
+    /// Present, and `true`, when the delivery was accepted before: nothing new was started
+    /// and `execution_id` is the execution the first copy started.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub duplicate: bool,
+}
+
+/// `{METHOD} /webhook/{*path}`: starts the active workflow whose webhook trigger claims this
+/// method and path; the body is its input.
+///
+/// Each workflow chooses its own path under `/webhook/` and its method. JSON bodies are read as
+/// JSON, form bodies as an object of strings, `text/*` as a string, and no body as `{}`.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/webhook/{path}",
+    operation_id = "triggerWebhook",
+    tag = "triggers",
+    params((
+        "path" = String,
+        Path,
+        description = "The rest of the path a workflow's webhook trigger claims, e.g. `signup` for \
+            `/webhook/signup`; it may contain slashes.",
+    )),
+    request_body(
+        description = "What the sender posts; it becomes the execution's input.",
+        content(("application/json"), ("application/x-www-form-urlencoded"), ("text/plain")),
+    ),
+    responses(
+        (status = ACCEPTED, response = Accepted),
+        (
+            status = OK,
+            description = "A signed delivery whose id was accepted before: nothing was started, \
+                and the body names the execution the first copy started.",
+            body = Accepted,
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = UNAUTHORIZED, response = BadSignature),
+        (status = NOT_FOUND, response = NotFound),
+        (status = METHOD_NOT_ALLOWED, response = MethodNotAllowed),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        DatabaseErrors,
+    ),
+)]
 pub async fn webhook(
     State(state): State<AppState>,
     method: Method,
@@ -93,7 +150,29 @@ pub async fn webhook(
     accept(&state, &workflow, trigger, delivery).await
 }
 
-/// `POST /api/v1/workflows/{id}/executions`: the body is the input.
+/// `POST /api/v1/workflows/{id}/executions`: starts an active workflow; the body is its input,
+/// read as a webhook's is.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/executions",
+    operation_id = "executeWorkflow",
+    tag = "triggers",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    request_body(
+        description = "The execution's input.",
+        content(("application/json"), ("application/x-www-form-urlencoded"), ("text/plain")),
+    ),
+    responses(
+        (status = ACCEPTED, response = Accepted),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = CONFLICT, response = Conflict),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        TokenErrors,
+    ),
+)]
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,11 +258,12 @@ async fn accept(
         duplicate,
         "execution accepted"
     );
-    let mut body = json!({"execution_id": execution_id, "status_url": url});
-    if duplicate {
-        body["duplicate"] = Value::Bool(true);
-    }
-    let mut response = (status, Json(body)).into_response();
+    let accepted = Accepted {
+        execution_id,
+        status_url: url.clone(),
+        duplicate,
+    };
+    let mut response = (status, Json(accepted)).into_response();
     if let Ok(location) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, location);
     }

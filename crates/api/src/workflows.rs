@@ -42,6 +42,10 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::extract::{JsonBody, PathId};
+use crate::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, TokenErrors, Unprocessable,
+    UnsupportedMediaType,
+};
 use crate::signature;
 use crate::{ApiError, AppState, paging};
 
@@ -76,7 +80,7 @@ const DOCUMENT_ORDER: [&str; 7] = [
 const ACTIVE_WEBHOOK_ROUTE_INDEX: &str = "idx_workflows_active_webhook_route";
 
 /// The body of `POST /api/v1/workflows` and of `PUT /api/v1/workflows/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
     /// Display name: not blank, at most 255 characters.
@@ -90,6 +94,7 @@ pub struct CreateWorkflow {
     pub trigger_config: TriggerConfig,
     /// An object; `timeout`, `retry_policy` and `error_handling` are checked, other keys kept.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub settings: Value,
     /// The nodes, exactly one of them of type `trigger`.
     pub nodes: Vec<NodeDocument>,
@@ -99,7 +104,7 @@ pub struct CreateWorkflow {
 }
 
 /// `trigger_config`: how a workflow is started.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// `webhook`, `manual` or `schedule`.
@@ -107,11 +112,12 @@ pub struct TriggerConfig {
     pub kind: String,
     /// An object; a webhook's needs `method` and `path`.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub config: Value,
 }
 
 /// A node in a workflow document.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeDocument {
     /// Unique within the workflow; edges refer to the node by it.
@@ -123,15 +129,19 @@ pub struct NodeDocument {
     pub description: Option<String>,
     /// Type-specific settings, an object.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub config: Value,
     /// How the node's input is assembled, an object.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub input_mapping: Value,
     /// How the node's output is reshaped, an object.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub output_mapping: Value,
     /// Where the editor draws the node, an object; `{"x": 0, "y": 0}` when absent.
     #[serde(default = "origin", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub position: Value,
     /// Disabled nodes are skipped; `true` when absent.
     #[serde(default = "enabled")]
@@ -139,7 +149,7 @@ pub struct NodeDocument {
 }
 
 /// An edge in a workflow document, naming its endpoints by node name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeDocument {
     /// Name of the node the edge leaves.
@@ -151,6 +161,7 @@ pub struct EdgeDocument {
     pub kind: Option<String>,
     /// For a conditional edge, the condition that must hold; an object.
     #[serde(default = "empty_object", deserialize_with = "object")]
+    #[schema(value_type = Object)]
     pub condition: Value,
     /// Shown by the editor; at most 100 characters.
     pub label: Option<String>,
@@ -174,25 +185,29 @@ fn object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error>
 }
 
 /// A workflow as the API shows it: the row with its counters, its nodes and its edges.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowView {
     /// Primary key.
     pub id: Uuid,
     /// Display name.
     pub name: String,
     /// Free text.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Lifecycle status.
     pub status: WorkflowStatus,
     /// How the workflow is started.
+    #[schema(value_type = Object)]
     pub trigger_config: Value,
     /// Timeout, retry policy, error handling.
+    #[schema(value_type = Object)]
     pub settings: Value,
     /// Starts at 1; each change to an active workflow makes a new version.
     pub version: i32,
     /// Whether this is the newest version.
     pub is_latest: bool,
     /// The version this one was made from.
+    #[schema(required = true)]
     pub parent_workflow_id: Option<Uuid>,
     /// Executions started.
     pub total_executions: i32,
@@ -201,6 +216,7 @@ pub struct WorkflowView {
     /// Executions that ended `failed`.
     pub failed_executions: i32,
     /// When the last execution started.
+    #[schema(required = true)]
     pub last_execution_at: Option<DateTime<Utc>>,
     /// Who owns it.
     pub owner_id: Uuid,
@@ -209,19 +225,23 @@ pub struct WorkflowView {
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// Who created it.
+    #[schema(required = true)]
     pub created_by: Option<Uuid>,
     /// Who changed it last.
+    #[schema(required = true)]
     pub updated_by: Option<Uuid>,
     /// Its nodes, in document order; left out of listings.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub nodes: Option<Vec<NodeView>>,
     /// Its edges, in document order; left out of listings.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub edges: Option<Vec<EdgeView>>,
 }
 
 /// A node as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// Primary key.
     pub id: Uuid,
@@ -231,14 +251,19 @@ pub struct NodeView {
     #[serde(rename = "type")]
     pub kind: NodeKind,
     /// Free text.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Type-specific settings.
+    #[schema(value_type = Object)]
     pub config: Value,
     /// How the node's input is assembled.
+    #[schema(value_type = Object)]
     pub input_mapping: Value,
     /// How the node's output is reshaped.
+    #[schema(value_type = Object)]
     pub output_mapping: Value,
     /// Where the editor draws it.
+    #[schema(value_type = Object)]
     pub position: Value,
     /// Disabled nodes are skipped.
     pub is_enabled: bool,
@@ -249,7 +274,7 @@ pub struct NodeView {
 }
 
 /// An edge as the API shows it: endpoints by node name, as in the create body, and by id.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EdgeView {
     /// Primary key.
     pub id: Uuid,
@@ -265,8 +290,10 @@ pub struct EdgeView {
     #[serde(rename = "type")]
     pub kind: EdgeKind,
     /// For a conditional edge, the condition that must hold.
+    #[schema(value_type = Object)]
     pub condition: Value,
     /// Shown by the editor.
+    #[schema(required = true)]
     pub label: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
@@ -363,8 +390,38 @@ fn edge_view(edge: Edge, names: &HashMap<Uuid, &str>) -> Result<EdgeView, Storag
     })
 }
 
+/// The `{id}` of a workflow's routes, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct WorkflowId(
+    /// The workflow's id.
+    pub Uuid,
+);
+
 /// `POST /api/v1/workflows`: checks the document, then writes the workflow, its nodes and its
 /// edges in one transaction. Answers 201 with the stored workflow and its `Location`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows",
+    operation_id = "createWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    request_body = CreateWorkflow,
+    responses(
+        (
+            status = CREATED,
+            description = "The stored workflow.",
+            body = WorkflowView,
+            headers(("Location" = String, description = "Where the workflow can be read.")),
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = CONFLICT, response = Conflict),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNSUPPORTED_MEDIA_TYPE, response = UnsupportedMediaType),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        TokenErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -390,6 +447,20 @@ pub async fn create(
 }
 
 /// `GET /api/v1/workflows/{id}`: the workflow with its nodes and edges.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}",
+    operation_id = "getWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = OK, description = "The workflow.", body = WorkflowView),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -403,17 +474,21 @@ pub async fn show(
 }
 
 /// The query of `GET /api/v1/workflows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only workflows in this status.
+    #[param(value_type = Option<WorkflowStatus>)]
     pub status: Option<String>,
     /// Only workflows started this way: `webhook`, `manual` or `schedule`.
+    #[param(pattern = "^(webhook|manual|schedule)$")]
     pub trigger_type: Option<String>,
     /// Only workflows whose name or description match this web-search style query (quoted
     /// phrases, `or`, `-word`); the best matches come first.
     pub q: Option<String>,
     /// At most this many (1 to 100, 20 when absent).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     /// Where the previous page ended: its `next_cursor`, from a request with the same
     /// `status`, `trigger_type` and `q`.
@@ -421,11 +496,12 @@ pub struct ListQuery {
 }
 
 /// One page of workflows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkflowPage {
     /// The latest version of each workflow, without nodes and edges.
     pub workflows: Vec<WorkflowView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -435,6 +511,19 @@ const TRIGGER_TYPES: [&str; 3] = ["webhook", "manual", "schedule"];
 /// `GET /api/v1/workflows`: the latest version of each of the caller's workflows (everyone's
 /// for a superuser) with their counters, newest first or, with `q`, best match first, a page
 /// at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    operation_id = "listWorkflows",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = OK, description = "A page of workflows.", body = WorkflowPage),
+        (status = BAD_REQUEST, response = BadRequest),
+        TokenErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -554,6 +643,33 @@ fn decode_list_cursor(raw: &str, tag: &str) -> Result<ListCursor, ApiError> {
 /// create. A draft or paused workflow that never ran is rewritten in place; any other becomes
 /// a new version (see the module's documentation). Answers 200 with the stored workflow, and
 /// with a `Location` when the replace made a new version.
+#[utoipa::path(
+    put,
+    path = "/api/v1/workflows/{id}",
+    operation_id = "replaceWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    request_body = CreateWorkflow,
+    responses(
+        (
+            status = OK,
+            description = "The stored workflow: the same one, or its new version.",
+            body = WorkflowView,
+            headers((
+                "Location" = String,
+                description = "Where the new version can be read, when one was made."
+            )),
+        ),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = CONFLICT, response = Conflict),
+        (status = PAYLOAD_TOO_LARGE, response = PayloadTooLarge),
+        (status = UNSUPPORTED_MEDIA_TYPE, response = UnsupportedMediaType),
+        (status = UNPROCESSABLE_ENTITY, response = Unprocessable),
+        TokenErrors,
+    ),
+)]
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
@@ -626,7 +742,7 @@ async fn refuse_retired(db: impl PgExecutor<'_>, workflow: &Workflow) -> Result<
 }
 
 /// The versions of a workflow as the API shows them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionList {
     /// Newest first, without nodes and edges.
     pub versions: Vec<WorkflowView>,
@@ -634,6 +750,20 @@ pub struct VersionList {
 
 /// `GET /api/v1/workflows/{id}/versions`: every version of the workflow `id` belongs to,
 /// newest first, whichever version `id` is.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/versions",
+    operation_id = "listWorkflowVersions",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = OK, description = "Every version, newest first.", body = VersionList),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn versions(
     State(state): State<AppState>,
     caller: Caller,
@@ -647,6 +777,21 @@ pub async fn versions(
 }
 
 /// `POST /api/v1/workflows/{id}/activate`: the workflow starts accepting triggers.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/activate",
+    operation_id = "activateWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = OK, description = "The workflow, activated.", body = WorkflowView),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = CONFLICT, response = Conflict),
+        TokenErrors,
+    ),
+)]
 pub async fn activate(
     state: State<AppState>,
     caller: Caller,
@@ -657,6 +802,21 @@ pub async fn activate(
 
 /// `POST /api/v1/workflows/{id}/pause`: the workflow keeps its definition but accepts no
 /// triggers; executions already running finish.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/pause",
+    operation_id = "pauseWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = OK, description = "The workflow, paused.", body = WorkflowView),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = CONFLICT, response = Conflict),
+        TokenErrors,
+    ),
+)]
 pub async fn pause(
     state: State<AppState>,
     caller: Caller,
@@ -667,6 +827,21 @@ pub async fn pause(
 
 /// `POST /api/v1/workflows/{id}/archive`: the workflow is retired for good, kept for its
 /// history.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/archive",
+    operation_id = "archiveWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = OK, description = "The workflow, archived.", body = WorkflowView),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        (status = CONFLICT, response = Conflict),
+        TokenErrors,
+    ),
+)]
 pub async fn archive(
     state: State<AppState>,
     caller: Caller,
@@ -723,6 +898,20 @@ async fn transition(
 
 /// `DELETE /api/v1/workflows/{id}`: removes the workflow with its nodes, edges and executions.
 /// Answers 204; a workflow that is gone, or another user's, is a 404.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workflows/{id}",
+    operation_id = "deleteWorkflow",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(WorkflowId),
+    responses(
+        (status = NO_CONTENT, description = "The workflow is gone."),
+        (status = BAD_REQUEST, response = BadRequest),
+        (status = NOT_FOUND, response = NotFound),
+        TokenErrors,
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,7 +15,7 @@ use crate::{Result, StorageError};
 
 /// A connector, without its credentials: those leave the database only for a worker that
 /// needs them.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Connector {
     /// Primary key.
     pub id: Uuid,
@@ -25,14 +25,17 @@ pub struct Connector {
     #[serde(rename = "type")]
     pub kind: String,
     /// Free text.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Non-secret settings, such as a workspace name.
     pub config: Value,
     /// Whether nodes may use it.
     pub is_active: bool,
     /// When it was last tested.
+    #[schema(required = true)]
     pub last_tested_at: Option<DateTime<Utc>>,
     /// Result of the last test: `success`, `failed` or `pending`.
+    #[schema(required = true)]
     pub test_status: Option<String>,
     /// Whether any credentials are stored; their names and values are never read here.
     pub has_credentials: bool,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{Result, StorageError};
 
 /// A token as its owner may see it: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Token {
     /// Primary key; also what revoking names.
     pub id: Uuid,
@@ -23,10 +23,13 @@ pub struct Token {
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it stops working by itself, if ever.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was last presented, to the minute.
+    #[schema(required = true)]
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
+    #[schema(required = true)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

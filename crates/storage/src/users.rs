@@ -7,7 +7,8 @@ use uuid::Uuid;
 use crate::{Result, StorageError};
 
 /// A user, without the password hash (see [`password_hash`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(description = "A user, without the password hash.")]
 pub struct User {
     /// Primary key.
     pub id: Uuid,
@@ -16,6 +17,7 @@ pub struct User {
     /// Unique login name.
     pub username: String,
     /// Display name.
+    #[schema(required = true)]
     pub full_name: Option<String>,
     /// Inactive users cannot sign in.
     pub is_active: bool,
@@ -26,6 +28,7 @@ pub struct User {
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,
     /// When the user last signed in.
+    #[schema(required = true)]
     pub last_login_at: Option<DateTime<Utc>>,
 }
 

@@ -5,6 +5,8 @@
 //!   cargo-nextest when installed, `cargo test` otherwise; ARGS go to the runner.
 //! - `sqlx-prepare`: rebuilds the storage crate's `.sqlx` query cache against a scratch
 //!   database migrated from `migrations/`.
+//! - `openapi`: writes the API's OpenAPI document to `docs/openapi.json`, the committed copy a
+//!   test compares with the document the server generates.
 //! - `loadtest [ARGS…]`: builds QuantumFlow and the load-test harness in release mode and runs
 //!   the harness (`qf-load`) with ARGS against the freshly built binary.
 
@@ -27,10 +29,11 @@ fn main() -> ExitCode {
             match args.first().map(String::as_str) {
                 Some("test") => test(&args[1..]).await,
                 Some("sqlx-prepare") => sqlx_prepare().await,
+                Some("openapi") => openapi(),
                 Some("loadtest") => loadtest(&args[1..]),
                 _ => bail!(
                     "usage: cargo xtask test [ARGS…] | cargo xtask sqlx-prepare | \
-                     cargo xtask loadtest [ARGS…]"
+                     cargo xtask openapi | cargo xtask loadtest [ARGS…]"
                 ),
             }
         })
@@ -50,6 +53,28 @@ fn main() -> ExitCode {
 )]
 fn report(line: &str) {
     eprintln!("{line}");
+}
+
+/// The document comes from an example of the API crate rather than from linking the crate
+/// here: xtask must build even when the API does not, e.g. before `sqlx-prepare` has refreshed
+/// the query cache.
+fn openapi() -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let output = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["run", "--quiet", "--package", "quantumflow-api"])
+        .args(["--example", "openapi"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo run")?;
+    if !output.status.success() {
+        bail!("generating the document failed");
+    }
+    let path = root.join("docs/openapi.json");
+    std::fs::write(&path, &output.stdout)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    report("wrote docs/openapi.json");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Benchmarks measure release builds only: a debug build's numbers say nothing about the product.

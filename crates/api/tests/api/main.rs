@@ -3,11 +3,14 @@
 
 mod auth;
 mod connectors;
+mod docs;
 mod executions;
 mod health;
 mod ingress;
 mod listing;
+mod openapi;
 mod replace;
+mod routing;
 mod signatures;
 mod support;
 mod triggers;

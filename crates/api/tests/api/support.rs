@@ -1,6 +1,6 @@
 //! Sending requests to the router, and the users and documents the tests start from.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use quantumflow_api::{AppState, auth, router};
 use quantumflow_storage::tokens::{self, NewToken};
@@ -52,6 +52,22 @@ pub(crate) async fn send_to(app: &axum::Router, mut request: Request<Body>) -> R
 pub(crate) async fn send_anonymous(db: &TestDb, request: Request<Body>) -> Response {
     let app = router(AppState::new(db.pool().clone()));
     read(app.oneshot(request).await.unwrap()).await
+}
+
+/// Sends one request to a router on `db` exactly as given, without any token, and returns the
+/// body as bytes: for the routes that do not answer JSON.
+pub(crate) async fn send_for_bytes(
+    db: &TestDb,
+    request: Request<Body>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let app = router(AppState::new(db.pool().clone()));
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 8 << 20)
+        .await
+        .unwrap();
+    (status, headers, bytes)
 }
 
 async fn read(response: axum::response::Response) -> Response {
