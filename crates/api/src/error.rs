@@ -65,6 +65,10 @@ pub enum ApiError {
     #[error("{}", invalid_summary(.0))]
     Invalid(Vec<FieldError>),
 
+    /// The request, body included, did not finish in the time allowed.
+    #[error("the request did not finish within {0:?}; send it again, with its body at once")]
+    RequestTimeout(std::time::Duration),
+
     /// A dependency (the database) cannot serve right now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -128,6 +132,7 @@ impl ApiError {
             Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) | Self::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) | Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -49,14 +49,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{Method, Request, Uri};
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::any;
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -64,9 +64,9 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
-/// How long one request may take before it is answered with 408; keeps a graceful shutdown
-/// from waiting forever on a stuck client.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request may take before it is answered with 408, unless the state says
+/// otherwise; keeps a graceful shutdown from waiting forever on a stuck client.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -81,6 +81,8 @@ pub struct AppState {
     pub keyring: Option<Arc<Keyring>>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long one request may take, body included, before it is answered with 408.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             documents: Arc::default(),
             keyring: None,
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 
@@ -107,6 +110,13 @@ impl AppState {
     #[must_use]
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The same state, giving each request `timeout` to finish.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 }
@@ -153,6 +163,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
+    let request_timeout = state.request_timeout;
     let (router, _) = routes().split_for_parts();
     router
         .fallback(unknown_route)
@@ -166,10 +177,7 @@ pub fn router(state: AppState) -> Router {
             max_body_bytes,
             limits::refuse_oversized,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let route = request
@@ -185,6 +193,19 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+}
+
+/// Gives up on a request that takes longer than `limit`, body included, and answers 408 with
+/// a problem body; tower-http's timeout answers with an empty one.
+async fn time_limit(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(limit).into_response(),
+    }
 }
 
 /// Answers a request that no route matches.

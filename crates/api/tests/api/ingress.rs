@@ -228,3 +228,25 @@ async fn an_exhausted_pool_is_answered_503_with_retry_after() {
     assert!(retry > 0);
     assert_eq!(counts(&db).await, (0, 0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408_with_a_problem_body_and_writes_nothing() {
+    let db = db_with_workflow().await;
+    let app =
+        router(AppState::new(db.pool().clone()).with_request_timeout(Duration::from_millis(300)));
+    // Half a JSON document, then nothing more, as from a client that stalls mid-upload.
+    let first = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"email\": "))
+    });
+    let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+    let request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+
+    let refused = send_to(&app, request).await;
+
+    let detail = problem_detail(&refused, StatusCode::REQUEST_TIMEOUT);
+    assert!(detail.contains("did not finish within 300ms"), "{detail}");
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
