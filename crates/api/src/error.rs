@@ -151,6 +151,10 @@ impl From<StorageError> for ApiError {
             StorageError::Invalid { constraint } => {
                 Self::Unprocessable(format!("violates the rule {constraint}"))
             }
+            StorageError::Unstorable { detail } => Self::BadRequest(format!(
+                "the request holds a value that cannot be stored ({detail}): text may not \
+                 contain NUL (\\u0000), and numbers must stay within PostgreSQL's numeric range"
+            )),
             StorageError::Unavailable(_) => {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }

@@ -29,6 +29,14 @@ pub enum StorageError {
         constraint: String,
     },
 
+    /// A value the database cannot hold: a NUL character (`\u0000`) in text or JSON, or a
+    /// number beyond the range of `numeric`. The statement wrote nothing.
+    #[error("a value cannot be stored: {detail}")]
+    Unstorable {
+        /// The database's own message, which names the kind of value.
+        detail: String,
+    },
+
     /// The database could not be reached or refused to serve; retrying later may succeed.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -55,6 +63,13 @@ impl From<sqlx::Error> for StorageError {
         let sqlx::Error::Database(db) = &err else {
             return Self::Other(err);
         };
+        // 22021 and 22P05: a character the database cannot hold (NUL); 22003: a number out of
+        // the range of its type. Either comes from what a client sent, not from a fault here.
+        if matches!(db.code().as_deref(), Some("22021" | "22P05" | "22003")) {
+            return Self::Unstorable {
+                detail: db.message().to_owned(),
+            };
+        }
         let constraint = db.constraint().unwrap_or("unnamed").to_owned();
         match db.kind() {
             ErrorKind::UniqueViolation | ErrorKind::ExclusionViolation => {

@@ -12,7 +12,9 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{counts, db_with_workflow, post_bytes, problem_detail, send, send_to, stored};
+use crate::support::{
+    counts, db_with_workflow, get, post_bytes, post_json, problem_detail, send, send_to, stored,
+};
 
 const PATH: &str = "/webhook/signup";
 
@@ -249,4 +251,37 @@ async fn a_body_that_stops_arriving_is_408_with_a_problem_body_and_writes_nothin
     let detail = problem_detail(&refused, StatusCode::REQUEST_TIMEOUT);
     assert!(detail.contains("did not finish within 300ms"), "{detail}");
     assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn values_postgresql_cannot_hold_are_400s_on_every_route_and_write_nothing() {
+    let db = db_with_workflow().await;
+    let tokens_before: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let requests = [
+        (
+            "a number beyond numeric's range in a webhook",
+            post_bytes(PATH, "application/json", br#"{"amount": 1e131072}"#),
+        ),
+        (
+            "a NUL in an API body",
+            post_json("/api/v1/tokens", &json!({"name": "nul\u{0}x"})),
+        ),
+        ("a NUL in a query", get("/api/v1/workflows?q=%00")),
+    ];
+
+    for (case, request) in requests {
+        let refused = send(&db, request).await;
+
+        let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
+        assert!(detail.contains("cannot be stored"), "{case}: {detail}");
+    }
+    let tokens_after: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+    assert_eq!(tokens_after, tokens_before);
 }
