@@ -777,7 +777,8 @@ pub async fn replace_in_place(
 /// latest version and [`lock`]ed by the caller's transaction. The new row gets `version + 1`,
 /// `previous` as its parent and `is_latest`, and keeps `previous`'s owner (`with.owner_id` is
 /// not read); `previous` is archived first, so that its webhook route is free for the new
-/// version within the same transaction.
+/// version within the same transaction. The webhook deliveries `previous` accepted are copied
+/// to the new version, so a repeat of one is still answered as a duplicate.
 pub async fn insert_version(
     conn: &mut PgConnection,
     previous: &Workflow,
@@ -820,6 +821,20 @@ pub async fn insert_version(
     .await?;
     let nodes = insert_nodes(&mut *conn, id, nodes).await?;
     insert_edges(&mut *conn, id, &nodes, edges).await?;
+    // The new version answers the same senders: a delivery the old one accepted is still a
+    // repeat, so its id goes along (the executions stay with the version that ran them).
+    sqlx::query!(
+        r#"
+        INSERT INTO webhook_deliveries (workflow_id, delivery_id, execution_id, received_at)
+        SELECT $2, delivery_id, execution_id, received_at
+        FROM webhook_deliveries
+        WHERE workflow_id = $1
+        "#,
+        previous.id,
+        id,
+    )
+    .execute(&mut *conn)
+    .await?;
     get_document(conn, id).await
 }
 

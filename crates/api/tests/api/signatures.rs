@@ -19,7 +19,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::support::{
-    Response, admin, counts, document, post_json, problem_detail, send, send_to, user,
+    Response, admin, counts, document, post_json, problem_detail, put_json, send, send_to, user,
 };
 
 const GITHUB_OLD: &str = "it's-a-secret-to-everybody";
@@ -472,4 +472,38 @@ async fn signature_settings_are_checked_when_the_workflow_is_created() {
         .await
         .unwrap();
     assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_delivery_stays_a_duplicate_after_its_workflow_gets_a_new_version() {
+    let db = TestDb::new().await;
+    signed_workflow(&db, "github", &[GITHUB_OLD]).await;
+    let app = control_plane(&db);
+    let (id, trigger): (Uuid, Value) =
+        sqlx::query_as("SELECT id, trigger_config FROM workflows WHERE is_latest")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let signed = github_signature(GITHUB_OLD, BODY);
+    let headers = [
+        ("x-hub-signature-256", &*signed),
+        ("x-github-delivery", "d-1"),
+    ];
+    let path = format!("/api/v1/workflows/{id}");
+    let document = signed_document(&trigger["config"]["signature"]);
+
+    let first = send_to(&app, delivery(&headers, BODY)).await;
+    let replaced = send_to(&app, put_json(&path, &document)).await;
+    let replay = send_to(&app, delivery(&headers, BODY)).await;
+
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(
+        replaced.body["version"], 2,
+        "the replace must make a new version"
+    );
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["duplicate"], true);
+    assert_eq!(replay.body["execution_id"], first.body["execution_id"]);
+    assert_eq!(counts(&db).await.0, 1);
 }
