@@ -3,7 +3,8 @@
 //! A node may echo what it was given: a receiver answering with the request's headers puts the
 //! token into the node's output, an error message may quote a URL. Before anything of a node
 //! that used credentials is written or logged, a [`Redactor`] replaces each of the
-//! credentials' string values with [`MARK`].
+//! credentials' string values with [`MARK`], also where they appear escaped as a JSON string or
+//! percent-encoded in a URL, the two forms a service most often echoes them back in.
 
 use std::fmt;
 
@@ -79,11 +80,41 @@ impl Redactor {
 
 fn collect(value: &Value, into: &mut Vec<Zeroizing<String>>) {
     match value {
-        Value::String(s) if s.chars().count() >= MIN_CHARS => into.push(Zeroizing::new(s.clone())),
+        Value::String(s) if s.chars().count() >= MIN_CHARS => {
+            into.push(Zeroizing::new(s.clone()));
+            into.extend(encodings(s).into_iter().map(Zeroizing::new));
+        }
         Value::Array(items) => items.iter().for_each(|v| collect(v, into)),
         Value::Object(map) => map.values().for_each(|v| collect(v, into)),
         _ => {}
     }
+}
+
+/// The ways `secret` is spelled once it has passed through JSON or a URL, where they differ
+/// from the secret itself.
+fn encodings(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json.trim_matches('"').to_owned();
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let percent = form.replace('+', "%20");
+    let mut spelled = vec![json, form, percent, url_query(secret)];
+    spelled.retain(|s| s != secret);
+    spelled
+}
+
+/// `text` as a URL parser leaves it in a query string: only controls, space, `"`, `#`, `<`,
+/// `>`, `'` and non-ASCII bytes escaped, which is how a template rendered into a node's URL
+/// reaches the service.
+fn url_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_graphic() && !b"\"#<>'".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,6 +149,30 @@ mod tests {
         assert_eq!(
             redactor.text("GET /?k=s3cr3t-token failed"),
             "GET /?k=[redacted] failed"
+        );
+    }
+
+    #[test]
+    fn a_secret_is_also_replaced_as_echoed_in_json_or_a_url() {
+        let secret = "p@ss\"word/+= é";
+        let redactor = Redactor::new(&json!({ "token": secret }));
+        let echoed = [
+            r#"{"s":"p@ss\"word/+= é"}"#,
+            "/e?k=p@ss%22word/+=%20%C3%A9",
+            "k=p%40ss%22word%2F%2B%3D+%C3%A9",
+            "k=p%40ss%22word%2F%2B%3D%20%C3%A9",
+        ];
+
+        let scrubbed: Vec<String> = echoed.iter().map(|text| redactor.text(text)).collect();
+
+        assert_eq!(
+            scrubbed,
+            [
+                r#"{"s":"[redacted]"}"#,
+                "/e?k=[redacted]",
+                "k=[redacted]",
+                "k=[redacted]"
+            ]
         );
     }
 
