@@ -1061,8 +1061,8 @@ fn check_next_status(
                 .map(|to| format!("\"{to}\""))
                 .collect();
             let detail = format!(
-                "a {from} workflow can be replaced as {}, not {text:?}; archiving has its own \
-                 route",
+                "the workflow is {from}, so it can be replaced as {}, not {text:?}; archiving \
+                 has its own route",
                 reachable.join(" or ")
             );
             problems.push(FieldError::new("/status", detail));
