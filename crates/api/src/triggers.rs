@@ -12,8 +12,9 @@
 //!
 //! Bodies are read by content type: form-encoded into an object (a repeated key into an array
 //! of its values, in order), `text/*` into a string, anything else as JSON. What PostgreSQL
-//! cannot store, a NUL character, and JSON nested deeper than [`MAX_JSON_DEPTH`] are 400s
-//! that say where, so they never reach the database as a 500.
+//! cannot store (a NUL character), JSON nested deeper than [`MAX_JSON_DEPTH`], and numbers
+//! whose exponents would make them print far longer than they were sent are 400s that say
+//! where, so they never reach the database as a 500 or come back a hundred times larger.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -289,8 +290,9 @@ fn method_not_allowed(method: &Method, path: &str, methods: &[String]) -> Respon
 /// The payload as JSON: JSON bodies parsed, form bodies as an object of strings (arrays for
 /// repeated keys), text as a string, nothing as `{}`.
 ///
-/// What PostgreSQL cannot store (a NUL character anywhere) and JSON nested deeper than
-/// [`MAX_JSON_DEPTH`] are refused here with a 400 saying where, rather than failing later.
+/// What PostgreSQL cannot store (a NUL character anywhere), JSON nested deeper than
+/// [`MAX_JSON_DEPTH`] and numbers with outsized exponents ([`MAX_EXPONENT`]) are refused here
+/// with a 400 saying where, rather than failing or swelling later.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
@@ -320,10 +322,8 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             ))
         })?
     };
-    if let Some(found) = nul_in(&value, &mut String::new()) {
-        return Err(ApiError::BadRequest(format!(
-            "the body holds a NUL character (\\u0000) {found}; it cannot be stored"
-        )));
+    if let Some((flaw, pointer)) = flaw_in(&value) {
+        return Err(flaw_error("body", &flaw, &pointer));
     }
     Ok(value)
 }
@@ -368,30 +368,119 @@ fn char_column(text: &str, line: usize, byte_column: usize) -> usize {
     line[..end].chars().count()
 }
 
-/// Where the first NUL character in `value` is, described for a message: "in the key at
-/// /a/b" or "in the value at /a/b". `pointer` is the path so far.
-fn nul_in(value: &Value, pointer: &mut String) -> Option<String> {
-    let len = pointer.len();
-    let found = match value {
-        Value::String(s) if s.contains('\0') => Some(format!("in the value at {}", at(pointer))),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            pointer.truncate(len);
-            pointer.push_str(&format!("/{i}"));
-            nul_in(item, pointer)
-        }),
-        Value::Object(map) => map.iter().find_map(|(key, item)| {
-            pointer.truncate(len);
-            pointer.push('/');
-            pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-            if key.contains('\0') {
-                return Some(format!("in the key at {}", at(pointer)));
-            }
-            nul_in(item, pointer)
-        }),
-        _ => None,
+/// The largest power of ten a number may be written with, either way: what an IEEE double
+/// reaches, so any JSON reader can take every number we accept.
+pub const MAX_EXPONENT: u64 = 308;
+
+/// The most digits that the exponents of all numbers in one payload may add. PostgreSQL
+/// stores `1e300` in a few bytes but prints it as 301 digits, so without a budget a 2 MiB body
+/// of such numbers would come back as a 100 MB execution.
+pub const MAX_EXPONENT_DIGITS: u64 = 64 * 1024;
+
+/// Why a parsed payload cannot be stored as sent.
+#[derive(Debug, PartialEq)]
+enum Flaw {
+    /// A NUL character, which PostgreSQL's text and jsonb cannot hold; `in_key` says where.
+    Nul { in_key: bool },
+    /// A number written with an exponent beyond [`MAX_EXPONENT`].
+    Exponent,
+    /// Numbers whose exponents add up to more than [`MAX_EXPONENT_DIGITS`].
+    Expansion,
+}
+
+/// The first flaw in `value` and the RFC 6901 pointer to it.
+fn flaw_in(value: &Value) -> Option<(Flaw, String)> {
+    let mut walk = FlawWalk {
+        pointer: String::new(),
+        exponent_digits: 0,
     };
-    pointer.truncate(len);
-    found
+    walk.visit(value)
+        .map(|flaw| (flaw, at(&walk.pointer).to_owned()))
+}
+
+struct FlawWalk {
+    /// Where the walk is, and where it stopped if it found a flaw.
+    pointer: String,
+    exponent_digits: u64,
+}
+
+impl FlawWalk {
+    fn visit(&mut self, value: &Value) -> Option<Flaw> {
+        let len = self.pointer.len();
+        match value {
+            Value::String(s) if s.contains('\0') => return Some(Flaw::Nul { in_key: false }),
+            Value::Number(n) => {
+                let exponent = written_exponent(n.as_str());
+                if exponent > MAX_EXPONENT {
+                    return Some(Flaw::Exponent);
+                }
+                self.exponent_digits += exponent;
+                if self.exponent_digits > MAX_EXPONENT_DIGITS {
+                    return Some(Flaw::Expansion);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.pointer.truncate(len);
+                    self.pointer.push_str(&format!("/{i}"));
+                    if let Some(flaw) = self.visit(item) {
+                        return Some(flaw);
+                    }
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    self.pointer.truncate(len);
+                    self.pointer.push('/');
+                    self.pointer
+                        .push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    if key.contains('\0') {
+                        return Some(Flaw::Nul { in_key: true });
+                    }
+                    if let Some(flaw) = self.visit(item) {
+                        return Some(flaw);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.pointer.truncate(len);
+        None
+    }
+}
+
+/// The magnitude of the exponent a JSON number is written with (`2.5e-7` gives 7), saturating
+/// rather than overflowing for absurd ones.
+fn written_exponent(number: &str) -> u64 {
+    let Some(at) = number.find(['e', 'E']) else {
+        return 0;
+    };
+    number[at + 1..]
+        .trim_start_matches(['+', '-'])
+        .bytes()
+        .fold(0u64, |sum, digit| {
+            sum.saturating_mul(10)
+                .saturating_add(u64::from(digit - b'0'))
+        })
+}
+
+/// A 400 for a flaw found in the body or the query string, saying where and what to do.
+fn flaw_error(part: &str, flaw: &Flaw, pointer: &str) -> ApiError {
+    ApiError::BadRequest(match flaw {
+        Flaw::Nul { in_key } => format!(
+            "the {part} holds a NUL character ({}) in the {} at {pointer}; it cannot be stored",
+            if part == "body" { "\\u0000" } else { "%00" },
+            if *in_key { "key" } else { "value" },
+        ),
+        Flaw::Exponent => format!(
+            "the number at {pointer} in the {part} has an exponent beyond ±{MAX_EXPONENT}, \
+             outside what a double can hold; send it as a string"
+        ),
+        Flaw::Expansion => format!(
+            "the numbers in the {part} are written with exponents adding up to more than \
+             {MAX_EXPONENT_DIGITS} digits (the last at {pointer}); send such numbers as strings"
+        ),
+    })
 }
 
 /// An RFC 6901 pointer for a message; the whole document is `""`, shown as `/`.
@@ -420,10 +509,8 @@ fn form_object(encoded: &[u8]) -> Value {
 /// The query string, decoded like a form body.
 fn query_map(uri: &Uri) -> Result<Value, ApiError> {
     let query = form_object(uri.query().unwrap_or("").as_bytes());
-    if let Some(found) = nul_in(&query, &mut String::new()) {
-        return Err(ApiError::BadRequest(format!(
-            "the query string holds a NUL character (%00) {found}; it cannot be stored"
-        )));
+    if let Some((flaw, pointer)) = flaw_in(&query) {
+        return Err(flaw_error("query string", &flaw, &pointer));
     }
     Ok(query)
 }
@@ -480,14 +567,30 @@ mod tests {
         let in_key = json!({"a": {"k\u{0}": 1}});
 
         assert_eq!(
-            nul_in(&in_value, &mut String::new()).as_deref(),
-            Some("in the value at /a/1/b~1c")
+            flaw_in(&in_value),
+            Some((Flaw::Nul { in_key: false }, "/a/1/b~1c".to_owned()))
         );
         assert_eq!(
-            nul_in(&in_key, &mut String::new()).as_deref(),
-            Some("in the key at /a/k\u{0}")
+            flaw_in(&in_key),
+            Some((Flaw::Nul { in_key: true }, "/a/k\u{0}".to_owned()))
         );
-        assert_eq!(nul_in(&json!({"a": "b"}), &mut String::new()), None);
+        assert_eq!(flaw_in(&json!({"a": "b"})), None);
+    }
+
+    #[test]
+    fn exponents_are_capped_one_by_one_and_in_total() {
+        let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        let at_limit = parse(r#"{"max": 1.5e308, "min": -2E-308, "plain": 12345678901234567890}"#);
+        let beyond = parse(r#"{"a": [1e2, 1e309]}"#);
+        let absurd = parse(r#"[1e99999999999999999999999999]"#);
+        let many = parse(&format!("[{}]", vec!["1e300"; 219].join(",")));
+
+        assert_eq!(flaw_in(&at_limit), None);
+        assert_eq!(flaw_in(&beyond), Some((Flaw::Exponent, "/a/1".to_owned())));
+        assert_eq!(flaw_in(&absurd), Some((Flaw::Exponent, "/0".to_owned())));
+        assert_eq!(flaw_in(&many), Some((Flaw::Expansion, "/218".to_owned())));
+        assert_eq!(written_exponent("-2E-308"), 308);
+        assert_eq!(written_exponent("12e+3"), 3);
     }
 
     #[test]

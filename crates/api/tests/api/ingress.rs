@@ -262,8 +262,12 @@ async fn values_postgresql_cannot_hold_are_400s_on_every_route_and_write_nothing
         .unwrap();
     let requests = [
         (
-            "a number beyond numeric's range in a webhook",
-            post_bytes(PATH, "application/json", br#"{"amount": 1e131072}"#),
+            "a number beyond numeric's range in an API body",
+            post_bytes(
+                "/api/v1/connectors",
+                "application/json",
+                br#"{"name": "big", "type": "http", "config": {"n": 1e131072}}"#,
+            ),
         ),
         (
             "a NUL in an API body",
@@ -282,6 +286,45 @@ async fn values_postgresql_cannot_hold_are_400s_on_every_route_and_write_nothing
         .fetch_one(db.pool())
         .await
         .unwrap();
+    let connectors: i64 = sqlx::query_scalar("SELECT count(*) FROM connectors")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(counts(&db).await, (0, 0, 0, 0));
     assert_eq!(tokens_after, tokens_before);
+    assert_eq!(connectors, 0);
+}
+
+#[tokio::test]
+async fn numbers_that_would_print_far_larger_than_sent_are_400s_and_write_nothing() {
+    let db = db_with_workflow().await;
+    let many = format!(r#"{{"n": [{}]}}"#, vec!["1e300"; 300].join(","));
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("one huge exponent", br#"{"amount": 1e131071}"#, "/amount"),
+        ("a tiny one", br#"{"a": [0.5E-400]}"#, "/a/0"),
+        (
+            "many that add up",
+            many.as_bytes(),
+            "more than 65536 digits",
+        ),
+    ];
+
+    for (case, body, expected) in cases {
+        let refused = send(&db, post_bytes(PATH, "application/json", body)).await;
+
+        let detail = problem_detail(&refused, StatusCode::BAD_REQUEST);
+        assert!(detail.contains(expected), "{case}: {detail}");
+        assert!(
+            detail.contains("as strings") || detail.contains("as a string"),
+            "{detail}"
+        );
+    }
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+
+    let accepted = send(
+        &db,
+        post_bytes(PATH, "application/json", br#"{"a": 1.7e308}"#),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
 }
