@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantumflow_netguard::IpNet;
@@ -98,6 +99,13 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) db_pool_size: u32,
 
+    /// How long a request waits for a free database connection, in milliseconds, before it is
+    /// answered 503 with Retry-After. Kept short so that a saturated or unreachable database
+    /// sheds load at once instead of holding every sender for seconds.
+    #[arg(long, env = "QUANTUMFLOW_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub(crate) db_acquire_timeout_ms: u64,
+
     /// Largest request body accepted, in bytes, for webhooks and the API; larger ones are
     /// answered 413 without being read.
     #[arg(long, env = "QUANTUMFLOW_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024,
@@ -106,6 +114,12 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) keys: CredentialKeysArgs,
+}
+
+impl ServeArgs {
+    pub(crate) fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
 }
 
 #[derive(Debug, Args)]

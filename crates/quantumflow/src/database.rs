@@ -14,9 +14,10 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 /// The database `up` creates in its private server.
 pub(crate) const PRIVATE_DATABASE: &str = "quantumflow";
 
-/// How long a request may wait for a pooled connection before failing fast with 503: a
-/// webhook sender is better served by a quick retry than by a 30 s hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker or a command waits for a pooled connection before giving up. The control
+/// plane waits far less (`--db-acquire-timeout-ms`): a webhook sender is better served by a
+/// quick 503 and a retry than by a hang.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The data directory when none is configured: the system's state directory for root (the
 /// server's own account must be able to reach it), the user's data directory otherwise.
@@ -43,8 +44,13 @@ pub(crate) fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
         .with_context(|| format!("DATABASE_URL {} is not a valid PostgreSQL URL", redact(url)))
 }
 
-/// Opens a pool, failing with a message that says what to check.
-pub(crate) async fn pool(options: PgConnectOptions, size: u32) -> anyhow::Result<PgPool> {
+/// Opens a pool whose callers wait at most `acquire_timeout` for a connection, failing with a
+/// message that says what to check.
+pub(crate) async fn pool(
+    options: PgConnectOptions,
+    size: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     // One plain connection first: a pool reports a refused connection only as a timeout, while
     // a direct attempt says why it failed.
     let probe = options.connect().await.with_context(|| {
@@ -57,7 +63,7 @@ pub(crate) async fn pool(options: PgConnectOptions, size: u32) -> anyhow::Result
     let _ = probe.close().await;
     PgPoolOptions::new()
         .max_connections(size)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
         .context("cannot open the database connection pool")
@@ -82,9 +88,10 @@ pub(crate) async fn connect_configured(
     url: Option<&str>,
     data_dir: &Path,
     size: u32,
+    acquire_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
     if let Some(url) = url {
-        return pool(parse_url(url)?, size).await;
+        return pool(parse_url(url)?, size, acquire_timeout).await;
     }
     if !quantumflow_localpg::is_running(data_dir) {
         bail!(
@@ -96,6 +103,7 @@ pub(crate) async fn connect_configured(
     pool(
         quantumflow_localpg::connect_options(data_dir, PRIVATE_DATABASE),
         size,
+        acquire_timeout,
     )
     .await
 }

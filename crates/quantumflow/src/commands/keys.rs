@@ -116,7 +116,8 @@ pub(crate) async fn run(
                      old ones, as in \"new:…,old:…\""
                 );
             };
-            let pool = database::connect_configured(url, data_dir, 2).await?;
+            let pool =
+                database::connect_configured(url, data_dir, 2, database::ACQUIRE_TIMEOUT).await?;
             serve::check_schema(&pool).await?;
             rotate(&pool, &keyring, *batch_size).await
         }

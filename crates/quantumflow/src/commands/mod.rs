@@ -9,7 +9,7 @@ mod up;
 mod worker;
 
 use crate::cli::{Cli, Command};
-use crate::database;
+use crate::database::{self, ACQUIRE_TIMEOUT};
 
 /// Runs the chosen subcommand to completion.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -22,7 +22,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(url, &data_dir, &args).await,
         Command::Serve(args) => {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;
-            let pool = database::connect_configured(url, &data_dir, args.db_pool_size).await?;
+            let pool = database::connect_configured(
+                url,
+                &data_dir,
+                args.db_pool_size,
+                args.db_acquire_timeout(),
+            )
+            .await?;
             serve::check_schema(&pool).await?;
             serve::run(pool, &args, keyring, serve::shutdown_signal()).await
         }
@@ -30,24 +36,24 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;
             // One connection per node in flight, plus the queue's heartbeat and listener.
             let size = args.concurrency + 4;
-            let pool = database::connect_configured(url, &data_dir, size).await?;
+            let pool = database::connect_configured(url, &data_dir, size, ACQUIRE_TIMEOUT).await?;
             worker::run(pool, &args, keyring).await
         }
         Command::Migrate(args) => {
-            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            let pool = database::connect_configured(url, &data_dir, 2, ACQUIRE_TIMEOUT).await?;
             migrate::run(&pool, &args.action).await
         }
         Command::Seed(args) => {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;
-            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            let pool = database::connect_configured(url, &data_dir, 2, ACQUIRE_TIMEOUT).await?;
             seed::run(&pool, &args, keyring.as_deref()).await
         }
         Command::User(args) => {
-            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            let pool = database::connect_configured(url, &data_dir, 2, ACQUIRE_TIMEOUT).await?;
             accounts::user(&pool, args.action).await
         }
         Command::Token(args) => {
-            let pool = database::connect_configured(url, &data_dir, 2).await?;
+            let pool = database::connect_configured(url, &data_dir, 2, ACQUIRE_TIMEOUT).await?;
             accounts::token(&pool, args.action).await
         }
         Command::Keys(args) => keys::run(&args.action, &data_dir, url).await,

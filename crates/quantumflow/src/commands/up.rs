@@ -42,8 +42,16 @@ async fn serve_until_signal(
     args: &UpArgs,
     keyring: Arc<Keyring>,
 ) -> anyhow::Result<()> {
-    let pool = database::pool(options, args.serve.db_pool_size).await?;
-    migrate::apply_all(&pool).await?;
+    // Each half has its own pool: requests wait only briefly for a connection and are refused
+    // with 503 when none comes, while nodes wait longer; and neither can starve the other.
+    let pool = database::pool(
+        options.clone(),
+        args.serve.db_pool_size,
+        args.serve.db_acquire_timeout(),
+    )
+    .await?;
+    let worker_pool = database::pool(options, args.workers + 4, database::ACQUIRE_TIMEOUT).await?;
+    migrate::apply_all(&worker_pool).await?;
     if let Some(server) = private {
         tracing::info!(url = %server.url(), "connect to the private database with this URL");
     }
@@ -84,7 +92,7 @@ async fn serve_until_signal(
         ..WorkerConfig::default()
     };
     let worker = async {
-        let result = quantumflow_worker::run(pool, &config, until_stopped(stopped)).await;
+        let result = quantumflow_worker::run(worker_pool, &config, until_stopped(stopped)).await;
         let _ = stop.send(true);
         result
     };
