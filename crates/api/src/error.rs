@@ -32,6 +32,14 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
 
+    /// The request's target (path and query) is longer than the server reads.
+    #[error("{0}")]
+    UriTooLong(String),
+
+    /// The request's header section is larger than the server reads.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+
     /// The request carries no valid API token.
     #[error("{0}")]
     Unauthorized(AuthProblem),
@@ -129,6 +137,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) | Self::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use quantumflow_domain::{ExecutionStatus, NodeRunStatus};
 use quantumflow_storage::executions::{self, Cursor, Execution, NodeRun};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -227,13 +227,19 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = paging::limit(query.limit)?;
-    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let tag = paging::tag(&json!([workflow_id, status.map(ExecutionStatus::as_str)]));
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| decode_cursor(raw, &tag))
+        .transpose()?;
 
     caller.workflow(&state.pool, workflow_id).await?;
     let rows = executions::latest_for_workflow(&state.pool, workflow_id, status, cursor, limit + 1)
         .await?;
-    let (rows, next_cursor) =
-        paging::cut(rows, limit, |last| encode_cursor(last.created_at, last.id));
+    let (rows, next_cursor) = paging::cut(rows, limit, |last| {
+        encode_cursor(last.created_at, last.id, &tag)
+    });
     Ok(Json(ExecutionPage {
         executions: rows
             .into_iter()
@@ -243,20 +249,24 @@ pub async fn list(
     }))
 }
 
-/// A cursor is the last row's `created_at` in microseconds and its id: opaque to clients, and
-/// exact, so rows created in the same microsecond are neither skipped nor repeated.
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}.{}", created_at.timestamp_micros(), id.simple())
+/// A cursor is the last row's `created_at` in microseconds, its id and the listing's tag:
+/// opaque to clients, and exact, so rows created in the same microsecond are neither skipped
+/// nor repeated.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid, tag: &str) -> String {
+    format!("{}.{}.{tag}", created_at.timestamp_micros(), id.simple())
 }
 
-fn decode_cursor(raw: &str) -> Result<Cursor, ApiError> {
+fn decode_cursor(raw: &str, tag: &str) -> Result<Cursor, ApiError> {
     let invalid = || paging::invalid_cursor(raw);
-    let (micros, id) = raw.split_once('.').ok_or_else(invalid)?;
+    let [micros, id, from] = raw.split('.').collect::<Vec<_>>()[..] else {
+        return Err(invalid());
+    };
     let created_at = micros
         .parse::<i64>()
         .ok()
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::try_parse(id).map_err(|_| invalid())?;
+    paging::check_tag(raw, from, tag, "workflow and status")?;
     Ok(Cursor { created_at, id })
 }

@@ -177,6 +177,7 @@ pub fn router(state: AppState) -> Router {
             max_body_bytes,
             limits::refuse_oversized,
         ))
+        .layer(middleware::from_fn(limits::refuse_oversized_head))
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -4,7 +4,8 @@
 //! route's path and methods are written once, in its annotation. This module adds what is
 //! shared by all of them: the document's header, the bearer security scheme, and the error
 //! responses every route refers to by name, each an RFC 9457 [`Problem`] sent as
-//! `application/problem+json`.
+//! `application/problem+json`, and on every operation the answers any request may get whatever
+//! its route ([`answers_of_every_route`]).
 //!
 //! Types only ever serialized mark their `Option` fields `#[schema(required = true)]`: serde
 //! writes `None` as `null`, so the field is always there, while utoipa would call it optional.
@@ -50,7 +51,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
             NotFound,
             MethodNotAllowed,
             Conflict,
+            RequestTimeout,
             PayloadTooLarge,
+            UriTooLong,
+            HeadersTooLarge,
             UnsupportedMediaType,
             Unprocessable,
             Internal,
@@ -94,6 +98,7 @@ pub fn document() -> &'static openapi::OpenApi {
         let mut doc = crate::routes().into_openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
         one_id_per_method(&mut doc);
+        answers_of_every_route(&mut doc);
         doc
     })
 }
@@ -123,6 +128,40 @@ fn one_id_per_method(doc: &mut openapi::OpenApi) {
             };
             if ids.iter().filter(|other| *other == id).count() > 1 {
                 id.push_str(method);
+            }
+        }
+    }
+}
+
+/// Adds to every operation the answers that come from the layers around all routes rather than
+/// from its handler: another method on the path (405), a request that runs out of time (408),
+/// a body over the limit (413), and a target or header section over the limits (414, 431).
+fn answers_of_every_route(doc: &mut openapi::OpenApi) {
+    let shared = [
+        refer::<MethodNotAllowed>("405"),
+        refer::<RequestTimeout>("408"),
+        refer::<PayloadTooLarge>("413"),
+        refer::<UriTooLong>("414"),
+        refer::<HeadersTooLarge>("431"),
+    ];
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in &shared {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.clone())
+                    .or_insert_with(|| response.clone());
             }
         }
     }
@@ -196,10 +235,25 @@ pub struct MethodNotAllowed(pub Problem);
 #[response(content_type = "application/problem+json")]
 pub struct Conflict(pub Problem);
 
-/// The request body is larger than the route accepts.
+/// The request, body included, did not arrive in full within the time allowed (30 s).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct RequestTimeout(pub Problem);
+
+/// The request body is larger than the server accepts (`--max-body-bytes`).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct PayloadTooLarge(pub Problem);
+
+/// The path and query are longer than the server reads (8 KiB).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct UriTooLong(pub Problem);
+
+/// The header section has more fields (64) or bytes (32 KiB) than the server reads.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct HeadersTooLarge(pub Problem);
 
 /// The request body is not `application/json`.
 #[derive(ToResponse)]

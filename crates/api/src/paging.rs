@@ -2,6 +2,12 @@
 //!
 //! A listing fetches one row more than asked; that row's presence says whether another page
 //! follows, without a second query to count.
+//!
+//! A cursor ends with a [`tag`] of the filters of the request that gave it out, so a cursor
+//! passed with other filters is refused rather than silently resuming a different listing.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::ApiError;
 
@@ -41,4 +47,28 @@ pub fn invalid_cursor(raw: &str) -> ApiError {
     ApiError::BadRequest(format!(
         "the cursor {raw:?} is not one this API gave out; pass `next_cursor` unchanged"
     ))
+}
+
+/// What ties a cursor to its listing: 16 hexadecimal digits of a digest of `filters`.
+pub fn tag(filters: &Value) -> String {
+    let digest = Sha256::digest(filters.to_string().as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Checks that the tag at the end of cursor `raw` is `expected`; `filters` names the
+/// parameters that must match, for the message.
+pub fn check_tag(raw: &str, found: &str, expected: &str, filters: &str) -> Result<(), ApiError> {
+    if found.len() != expected.len() || !found.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid_cursor(raw));
+    }
+    if found != expected {
+        return Err(ApiError::BadRequest(format!(
+            "the cursor comes from a listing with other filters; pass the same {filters} as \
+             the request that returned it"
+        )));
+    }
+    Ok(())
 }

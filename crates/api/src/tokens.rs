@@ -7,7 +7,8 @@
 //! their own.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{Duration, Utc};
@@ -46,15 +47,27 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Us
     operation_id = "listTokens",
     tag = "tokens",
     security(("bearer" = [])),
-    responses((status = OK, description = "The caller's tokens.", body = TokenList), TokenErrors),
+    responses(
+        (status = OK, description = "The caller's tokens.", body = TokenList),
+        (status = BAD_REQUEST, response = BadRequest),
+        TokenErrors,
+    ),
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<NoParameters>, QueryRejection>,
 ) -> Result<Json<TokenList>, ApiError> {
+    query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let tokens = tokens::list_for_user(&state.pool, caller.user_id).await?;
     Ok(Json(TokenList { tokens }))
 }
+
+/// The query of a listing that takes no parameters: refusing unknown ones, as the other
+/// listings do, tells a caller that a filter it relies on does not exist.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParameters {}
 
 /// The body of `GET /api/v1/tokens`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -35,7 +35,6 @@ use quantumflow_storage::workflows::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -579,19 +578,17 @@ pub async fn list(
     }))
 }
 
-/// What ties a cursor to the listing it came from: a digest of the filters, so a cursor
-/// passed with other filters is refused rather than silently resuming a different order.
+/// The tag of a workflow listing's cursors ([`paging::tag`]).
 fn listing_tag(
     status: Option<WorkflowStatus>,
     trigger_type: Option<&str>,
     q: Option<&str>,
 ) -> String {
-    let filters = json!([status.map(WorkflowStatus::as_str), trigger_type, q]);
-    let digest = Sha256::digest(filters.to_string().as_bytes());
-    digest[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    paging::tag(&json!([
+        status.map(WorkflowStatus::as_str),
+        trigger_type,
+        q
+    ]))
 }
 
 /// A cursor is the last row's rank as the bits of its `f32`, its `created_at` in microseconds,
@@ -622,16 +619,7 @@ fn decode_list_cursor(raw: &str, tag: &str) -> Result<ListCursor, ApiError> {
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::try_parse(id).map_err(|_| invalid())?;
-    if from.len() != tag.len() || !from.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid());
-    }
-    if from != tag {
-        return Err(ApiError::BadRequest(
-            "the cursor comes from a listing with other filters; pass the same status, \
-             trigger_type and q as the request that returned it"
-                .into(),
-        ));
-    }
+    paging::check_tag(raw, from, tag, "status, trigger_type and q")?;
     Ok(ListCursor {
         rank,
         created_at,

@@ -415,6 +415,9 @@ async fn token_requests_with_bad_fields_are_refused_and_create_nothing() {
         let response = send(&db, post_json("/api/v1/tokens", &body)).await;
         problem_detail(&response, expected);
     }
+    let filtered = send(&db, get("/api/v1/tokens?name=ci")).await;
 
     assert_eq!(count(&db, "api_tokens").await, before);
+    let detail = problem_detail(&filtered, StatusCode::BAD_REQUEST);
+    assert!(detail.contains("unknown field `name`"), "{detail}");
 }

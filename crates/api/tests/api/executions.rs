@@ -159,6 +159,17 @@ async fn a_workflows_executions_page_newest_first_by_cursor_and_filter_by_status
         .collect();
     assert_eq!(inputs, [&json!(3), &json!(1)]);
     assert_eq!(failed.body["next_cursor"], Value::Null);
+
+    // A cursor resumes only the listing that gave it out.
+    let first = send(&db, get(&format!("{start}?limit=2"))).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let elsewhere = send(
+        &db,
+        get(&format!("{start}?limit=2&status=failed&cursor={cursor}")),
+    )
+    .await;
+    let detail = problem_detail(&elsewhere, StatusCode::BAD_REQUEST);
+    assert!(detail.contains("same workflow and status"), "{detail}");
 }
 
 #[tokio::test]
@@ -178,6 +189,10 @@ async fn a_bad_listing_query_is_a_400_saying_what_to_fix() {
         ("limit=ten", "limit"),
         ("cursor=yesterday", "pass `next_cursor` unchanged"),
         ("cursor=1.not-a-uuid", "pass `next_cursor` unchanged"),
+        (
+            "cursor=1.0190a4c2b5c47a3e8f1d2c3b4a596877.zz",
+            "pass `next_cursor` unchanged",
+        ),
         ("order=oldest", "order"),
     ] {
         let refused = send(&db, get(&format!("{list}?{query}"))).await;

@@ -58,3 +58,68 @@ async fn a_wrong_method_is_refused_before_the_token_is_asked_for() {
     problem_detail(&response, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.header(header::WWW_AUTHENTICATE), None);
 }
+
+/// Sends `head` (a request line and headers, without the blank line) over a real socket, so
+/// that hyper's own parsing and limits are in play, and returns the whole answer.
+async fn over_socket(db: &TestDb, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = quantumflow_api::router(quantumflow_api::AppState::new(db.pool().clone()));
+    let server = tokio::spawn(quantumflow_api::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("{head}\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    server.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_oversized_target_or_header_section_is_a_problem_saying_what_to_shorten() {
+    let db = TestDb::new().await;
+    let long_query = format!("GET /webhook/x?q={} HTTP/1.1", "a".repeat(9 * 1024));
+    let many_fields: String = (0..70).map(|i| format!("\r\nX-Field-{i}: {i}")).collect();
+    let big_field = format!("\r\nX-Big: {}", "b".repeat(33 * 1024));
+    let cases = [
+        ("a long target", long_query, "414", "at most 8192"),
+        (
+            "many fields",
+            format!("GET /healthz HTTP/1.1{many_fields}"),
+            "431",
+            "at most 64 fields",
+        ),
+        (
+            "a large field",
+            format!("GET /api/v1/tokens HTTP/1.1{big_field}"),
+            "431",
+            "32768 bytes",
+        ),
+    ];
+
+    for (case, head, status, expected) in cases {
+        let answer = over_socket(&db, &head).await;
+
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{case}: {answer}"
+        );
+        assert!(
+            answer.contains("application/problem+json"),
+            "{case}: {answer}"
+        );
+        assert!(answer.contains(expected), "{case}: {answer}");
+    }
+    let within = over_socket(
+        &db,
+        &format!("GET /healthz?q={} HTTP/1.1", "a".repeat(8000)),
+    )
+    .await;
+    assert!(within.starts_with("HTTP/1.1 200"), "{within}");
+}
