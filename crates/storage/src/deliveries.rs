@@ -4,6 +4,12 @@
 //! primary key decides between copies: within one statement, within one transaction, or
 //! across transactions committing at the same moment, exactly one claim of a key succeeds and
 //! the others find the winner with [`originals`].
+//!
+//! A new version of a workflow inherits the deliveries its parent accepted, so that a repeat
+//! sent after the replace is still a repeat. The claim and the copy made by a replace must not
+//! miss each other: the claim holds its workflow row `FOR SHARE`, which a replace's lock waits
+//! for, and a claim that waited for a replace to commit finds its workflow superseded and
+//! copies what it claims to the later versions itself.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -32,6 +38,18 @@ pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Resu
     let workflow_ids: Vec<Uuid> = deliveries.iter().map(|d| d.workflow_id).collect();
     let delivery_ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id).collect();
     let execution_ids: Vec<Uuid> = deliveries.iter().map(|d| d.execution_id).collect();
+    // Locked in id order, so that two groups sharing workflows cannot deadlock.
+    let superseded = sqlx::query_scalar!(
+        r#"
+        SELECT id FROM (
+            SELECT id, is_latest FROM workflows WHERE id = ANY($1) ORDER BY id FOR SHARE
+        ) AS held
+        WHERE NOT is_latest
+        "#,
+        &workflow_ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     // WITH ORDINALITY keeps the order of `deliveries`, so the first copy of a repeated id is
     // the one that wins.
     let claimed = sqlx::query_scalar!(
@@ -50,7 +68,48 @@ pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Resu
     )
     .fetch_all(&mut *conn)
     .await?;
+    if !superseded.is_empty() {
+        let inherited: Vec<&Delivery<'_>> = deliveries
+            .iter()
+            .filter(|d| superseded.contains(&d.workflow_id) && claimed.contains(&d.execution_id))
+            .collect();
+        copy_to_later_versions(conn, &inherited).await?;
+    }
     Ok(claimed)
+}
+
+/// Gives every version after each delivery's workflow the same record, as a replace that
+/// committed before the claim would have done had it seen it.
+async fn copy_to_later_versions(
+    conn: &mut PgConnection,
+    deliveries: &[&Delivery<'_>],
+) -> Result<()> {
+    let workflow_ids: Vec<Uuid> = deliveries.iter().map(|d| d.workflow_id).collect();
+    let delivery_ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id).collect();
+    let execution_ids: Vec<Uuid> = deliveries.iter().map(|d| d.execution_id).collect();
+    sqlx::query!(
+        r#"
+        WITH RECURSIVE later (workflow_id, delivery_id, execution_id) AS (
+            SELECT w.id, k.delivery_id, k.execution_id
+            FROM UNNEST($1::uuid[], $2::varchar[], $3::uuid[])
+                 AS k(workflow_id, delivery_id, execution_id)
+            JOIN workflows w ON w.parent_workflow_id = k.workflow_id
+            UNION ALL
+            SELECT w.id, l.delivery_id, l.execution_id
+            FROM later l
+            JOIN workflows w ON w.parent_workflow_id = l.workflow_id
+        )
+        INSERT INTO webhook_deliveries (workflow_id, delivery_id, execution_id)
+        SELECT workflow_id, delivery_id, execution_id FROM later
+        ON CONFLICT (workflow_id, delivery_id) DO NOTHING
+        "#,
+        &workflow_ids,
+        &delivery_ids as &[&str],
+        &execution_ids,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The executions recorded for `keys` (workflow, delivery id), as (workflow, delivery id,

@@ -8,11 +8,12 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
-use quantumflow_api::starter::DELIVERY_RETENTION;
+use quantumflow_api::starter::{DELIVERY_RETENTION, Started, Starter};
 use quantumflow_api::{AppState, router};
+use quantumflow_engine::{Start, Trigger};
 use quantumflow_secrets::Keyring;
 use quantumflow_storage::connectors::{self, NewConnector};
-use quantumflow_storage::deliveries;
+use quantumflow_storage::{deliveries, workflows};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -474,27 +475,54 @@ async fn signature_settings_are_checked_when_the_workflow_is_created() {
     assert_eq!(stored, 0);
 }
 
+/// An active GitHub-signed workflow, the control plane, and what replacing it takes.
+struct Replaceable {
+    db: TestDb,
+    app: axum::Router,
+    id: Uuid,
+    /// A replace that makes version 2: the same document, sent again.
+    replace: Request<Body>,
+}
+
+impl Replaceable {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        signed_workflow(&db, "github", &[GITHUB_OLD]).await;
+        let app = control_plane(&db);
+        let (id, trigger): (Uuid, Value) =
+            sqlx::query_as("SELECT id, trigger_config FROM workflows WHERE is_latest")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        let document = signed_document(&trigger["config"]["signature"]);
+        let replace = put_json(&format!("/api/v1/workflows/{id}"), &document);
+        Self {
+            db,
+            app,
+            id,
+            replace,
+        }
+    }
+
+    /// Delivery `id` of [`BODY`], correctly signed.
+    fn delivery(id: &str) -> Request<Body> {
+        let signed = github_signature(GITHUB_OLD, BODY);
+        delivery(
+            &[("x-hub-signature-256", &signed), ("x-github-delivery", id)],
+            BODY,
+        )
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_stays_a_duplicate_after_its_workflow_gets_a_new_version() {
-    let db = TestDb::new().await;
-    signed_workflow(&db, "github", &[GITHUB_OLD]).await;
-    let app = control_plane(&db);
-    let (id, trigger): (Uuid, Value) =
-        sqlx::query_as("SELECT id, trigger_config FROM workflows WHERE is_latest")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-    let signed = github_signature(GITHUB_OLD, BODY);
-    let headers = [
-        ("x-hub-signature-256", &*signed),
-        ("x-github-delivery", "d-1"),
-    ];
-    let path = format!("/api/v1/workflows/{id}");
-    let document = signed_document(&trigger["config"]["signature"]);
+    let Replaceable {
+        db, app, replace, ..
+    } = Replaceable::new().await;
 
-    let first = send_to(&app, delivery(&headers, BODY)).await;
-    let replaced = send_to(&app, put_json(&path, &document)).await;
-    let replay = send_to(&app, delivery(&headers, BODY)).await;
+    let first = send_to(&app, Replaceable::delivery("d-1")).await;
+    let replaced = send_to(&app, replace).await;
+    let replay = send_to(&app, Replaceable::delivery("d-1")).await;
 
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
@@ -505,5 +533,43 @@ async fn a_delivery_stays_a_duplicate_after_its_workflow_gets_a_new_version() {
     assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
     assert_eq!(replay.body["duplicate"], true);
     assert_eq!(replay.body["execution_id"], first.body["execution_id"]);
+    assert_eq!(counts(&db).await.0, 1);
+}
+
+#[tokio::test]
+async fn a_delivery_to_the_old_version_committed_after_a_replace_is_still_a_duplicate() {
+    let Replaceable {
+        db,
+        app,
+        id,
+        replace,
+    } = Replaceable::new().await;
+    // What a webhook handler read just before the replace committed: the old version, active.
+    let stale = workflows::read_document(db.pool(), id).await.unwrap();
+
+    let replaced = send_to(&app, replace).await;
+    let start = Start::prepare(
+        &stale,
+        Trigger {
+            trigger_type: "webhook",
+            trigger_data: json!({}),
+            input: json!({}),
+            triggered_by: None,
+        },
+    )
+    .unwrap();
+    let first = start.execution_id();
+    let started = Starter::spawn(db.pool())
+        .start(start, Some("d-late".to_owned()))
+        .await
+        .unwrap();
+    let replay = send_to(&app, Replaceable::delivery("d-late")).await;
+
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["version"], 2);
+    assert_eq!(started, Started::New);
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["duplicate"], true);
+    assert_eq!(replay.body["execution_id"], first.to_string());
     assert_eq!(counts(&db).await.0, 1);
 }
