@@ -23,7 +23,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{AppendHeaders, IntoResponse};
 use chrono::{DateTime, Utc};
-use quantumflow_domain::graph::{EdgeSpec, NodeSpec};
+use quantumflow_domain::graph::{self, EdgeSpec, NodeSpec};
 use quantumflow_domain::{
     EdgeKind, ErrorHandling, NodeKind, RetryPolicy, WorkflowGraph, WorkflowStatus,
 };
@@ -956,6 +956,20 @@ fn check(
             problems.push(FieldError::new(format!("/nodes/{i}/type"), err.to_string()));
             NodeKind::Action
         });
+        // A literal duration out of range would only fail when the node runs; a template is
+        // checked then, once it has a value.
+        let durations: &[&str] = if kind == NodeKind::Delay {
+            &["seconds", "timeout"]
+        } else {
+            &["timeout"]
+        };
+        for key in durations {
+            if let Some(seconds) = node.config.get(*key).filter(|s| !s.is_string())
+                && let Err(detail) = graph::node_seconds(seconds)
+            {
+                problems.push(FieldError::new(format!("/nodes/{i}/config/{key}"), detail));
+            }
+        }
         nodes.push(NodeSpec {
             name: node.name.clone(),
             kind,

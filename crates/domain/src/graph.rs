@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +88,26 @@ text_enum!(NodeKind, "node", "trigger, action, transform, condition, delay" {
     Condition => "condition",
     Delay => "delay",
 });
+
+/// The longest a node's own durations may be, a delay's `config.seconds` and any node's
+/// `config.timeout`: a week. A longer wait is a job for a schedule, not for a job parked in
+/// the queue.
+pub const MAX_NODE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A node's `config.seconds` or `config.timeout` as a duration, or what is wrong with it, worded
+/// to follow the key's name.
+pub fn node_seconds(seconds: &serde_json::Value) -> Result<Duration, String> {
+    seconds
+        .as_f64()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_NODE_SECONDS as f64)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!(
+                "must be a number of seconds above 0 and at most {MAX_NODE_SECONDS} (a week), \
+                 not {seconds}"
+            )
+        })
+}
 
 text_enum!(EdgeKind, "edge", "default, conditional, error" {
     Default => "default",

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use quantumflow_domain::NodeKind;
-use quantumflow_domain::expr;
+use quantumflow_domain::{expr, graph};
 use quantumflow_engine::{Attempt, NodeFailure};
 use quantumflow_netguard::Client;
 use serde_json::{Map, Value, json};
@@ -57,8 +57,8 @@ fn fail(message: impl Into<String>, retryable: bool) -> NodeFailure {
 pub async fn run(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> {
     let timeout = match attempt.config.get("timeout") {
         None => DEFAULT_TIMEOUT,
-        Some(_) => node_timeout(&attempt.config)
-            .ok_or_else(|| fail("config.timeout must be a positive number of seconds", false))?,
+        Some(seconds) => graph::node_seconds(seconds)
+            .map_err(|detail| fail(format!("config.timeout {detail}"), false))?,
     };
     let work = AssertUnwindSafe(execute(attempt, http)).catch_unwind();
     match tokio::time::timeout(timeout, work).await {
@@ -82,7 +82,10 @@ async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> 
                 // deadline as their own.
                 let (source, input) = (source.clone(), attempt.input.clone());
                 let trigger = attempt.scope.get("trigger").cloned().unwrap_or_default();
-                let deadline = node_timeout(config).unwrap_or(DEFAULT_TIMEOUT);
+                let deadline = config
+                    .get("timeout")
+                    .and_then(|seconds| graph::node_seconds(seconds).ok())
+                    .unwrap_or(DEFAULT_TIMEOUT);
                 let output = tokio::task::spawn_blocking(move || {
                     crate::script::run(&source, &input, &trigger, deadline)
                 })
@@ -109,8 +112,8 @@ async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> 
             let amount = config
                 .get("seconds")
                 .ok_or_else(|| fail("a delay node needs config.seconds", false))?;
-            let hold = seconds(amount)
-                .ok_or_else(|| fail("config.seconds must be a positive number", false))?;
+            let hold = graph::node_seconds(amount)
+                .map_err(|detail| fail(format!("config.seconds {detail}"), false))?;
             Ok(Done {
                 output: attempt.input.clone(),
                 hold: Some(hold),
@@ -126,16 +129,6 @@ async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> 
             None => Err(fail("an action node needs config.connector", false)),
         },
     }
-}
-
-/// The node's own `config.timeout`, when it is a valid number of seconds.
-fn node_timeout(config: &Value) -> Option<Duration> {
-    config.get("timeout").and_then(seconds)
-}
-
-fn seconds(value: &Value) -> Option<Duration> {
-    let s = value.as_f64()?;
-    (s.is_finite() && s > 0.0 && s <= 7.0 * 24.0 * 3600.0).then(|| Duration::from_secs_f64(s))
 }
 
 /// The http and slack actions.

@@ -171,6 +171,49 @@ async fn names_status_trigger_and_settings_are_each_checked() {
 }
 
 #[tokio::test]
+async fn a_delay_or_timeout_out_of_range_is_refused_when_written_not_when_it_runs() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let mut doc = document();
+    doc["nodes"][1]["config"]["timeout"] = json!(8 * 24 * 3600);
+    let delays = [
+        json!(1e18),
+        json!(0),
+        json!(-5),
+        json!(true),
+        json!("{{input.wait}}"),
+    ];
+    for (i, seconds) in delays.iter().enumerate() {
+        let name = format!("wait{i}");
+        doc["nodes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": name, "type": "delay", "config": {"seconds": seconds}}));
+        doc["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"source": "signup", "target": name}));
+    }
+
+    let refused = send(&db, post_json(WORKFLOWS, &doc)).await;
+
+    problem_detail(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+    // The template is left for the worker: its value is known only when the node runs.
+    assert_eq!(
+        pointers(&refused.body),
+        [
+            "/nodes/1/config/timeout",
+            "/nodes/4/config/seconds",
+            "/nodes/5/config/seconds",
+            "/nodes/6/config/seconds",
+            "/nodes/7/config/seconds",
+        ]
+    );
+    let detail = error_detail(&refused.body, "/nodes/4/config/seconds");
+    assert!(detail.contains("at most 604800 (a week)"), "{detail}");
+}
+
+#[tokio::test]
 async fn an_unknown_trigger_type_is_refused() {
     let db = TestDb::new().await;
     admin(&db).await;
