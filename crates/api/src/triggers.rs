@@ -222,7 +222,10 @@ async fn check_signature(
         .map_err(|err| match err {
             SecretsError::Storage(storage @ StorageError::Unavailable(_)) => storage.into(),
             // The sender cannot fix a missing connector or secret; the owner sees it logged.
-            other => ApiError::Internal(Box::new(other)),
+            source => ApiError::Internal(Box::new(UnreadableSecrets {
+                workflow_id: workflow.id,
+                source,
+            })),
         })?;
     let now = chrono::Utc::now().timestamp();
     match signature::verify(scheme, &secrets, headers, body, now) {
@@ -232,6 +235,16 @@ async fn check_signature(
             Err(ApiError::BadSignature(err))
         }
     }
+}
+
+/// A signed workflow whose secrets cannot be read: logged with the workflow's id, so that its
+/// owner can be told which workflow refuses every delivery.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the signing secrets of workflow {workflow_id}")]
+struct UnreadableSecrets {
+    workflow_id: Uuid,
+    #[source]
+    source: SecretsError,
 }
 
 /// Starts the execution, committed with whatever other triggers are being accepted, and

@@ -573,3 +573,52 @@ async fn a_delivery_to_the_old_version_committed_after_a_replace_is_still_a_dupl
     assert_eq!(replay.body["execution_id"], first.to_string());
     assert_eq!(counts(&db).await.0, 1);
 }
+
+/// Log lines written while it is the current thread's subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_signed_workflow_whose_secrets_are_gone_is_a_500_logged_with_its_id() {
+    let db = TestDb::new().await;
+    signed_workflow(&db, "github", &[GITHUB_OLD]).await;
+    let workflow: Uuid = sqlx::query_scalar("SELECT id FROM workflows WHERE is_latest")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE connectors SET credentials = '{}'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _current = tracing::subscriber::set_default(subscriber);
+
+    let refused = send_to(&control_plane(&db), Replaceable::delivery("d-gone")).await;
+
+    let detail = problem_detail(&refused, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!detail.contains(&workflow.to_string()), "{detail}");
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains(&format!(
+            "cannot read the signing secrets of workflow {workflow}"
+        )),
+        "{log}"
+    );
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
