@@ -13,6 +13,7 @@ use axum::extract::State;
 use quantumflow_storage::schema;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sqlx::PgPool;
 
 use crate::openapi::DatabaseErrors;
 use crate::{ApiError, AppState};
@@ -62,9 +63,22 @@ pub async fn healthz() -> Json<Liveness> {
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    Ok(Json(Readiness {
+        status: "ready",
+        schema: schema_versions(&state.pool).await?,
+    }))
+}
+
+/// For each migration set, the newest version applied, as [`Readiness::schema`] shows them;
+/// an error when the database is unreachable or lacks a migration this binary needs. Every
+/// role's readiness check starts here.
+pub async fn schema_versions(pool: &PgPool) -> Result<Map<String, Value>, ApiError> {
     let mut versions = Map::new();
     for set in quantumflow_queue::migration_sets() {
-        let report = schema::inspect(&state.pool, set).await?;
+        // Whatever keeps the schema from being read makes the process unready, not broken.
+        let report = schema::inspect(pool, set)
+            .await
+            .map_err(|err| ApiError::Unavailable(format!("the database is unreachable: {err}")))?;
         if let Some(pending) = report.pending().next() {
             return Err(ApiError::Unavailable(format!(
                 "the database lacks {} migration {} ({}); run `quantumflow migrate up`",
@@ -79,8 +93,5 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
             );
         }
     }
-    Ok(Json(Readiness {
-        status: "ready",
-        schema: versions,
-    }))
+    Ok(versions)
 }

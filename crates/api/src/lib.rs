@@ -19,6 +19,7 @@
 //! - [`extract`]: request extractors that reject with `ApiError`.
 //! - [`health`]: liveness and readiness probes.
 //! - [`limits`]: the request body limit.
+//! - [`meters`]: metrics of the trigger routes.
 //! - [`openapi`]: the OpenAPI document (`/api/v1/openapi.json`) and its shared parts.
 //! - [`paging`]: the `limit` and page cutting shared by the listings.
 //! - [`signature`]: checking signed webhook deliveries.
@@ -36,6 +37,7 @@ pub mod executions;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod meters;
 pub mod openapi;
 pub mod paging;
 pub mod signature;
@@ -179,6 +181,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(limits::refuse_oversized_head))
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
+        // Outside the limits, so triggers answered 408 or 413 are counted too.
+        .layer(middleware::from_fn(meters::measure))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let route = request

@@ -266,6 +266,7 @@ async fn commit(pool: &PgPool, entries: &[Entry]) -> Result<Vec<Started>, Engine
         .collect();
     quantumflow_engine::start_all(&mut tx, &starts).await?;
     tx.commit().await.map_err(StorageError::from)?;
+    quantumflow_engine::meters::started(&starts);
     Ok(outcomes)
 }
 

@@ -54,6 +54,9 @@ pub struct UnknownKind {
 macro_rules! text_enum {
     ($name:ident, $what:literal, $expected:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
             /// The value as stored in the database.
             pub const fn as_str(self) -> &'static str {
                 match self {

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use quantumflow_domain::{NodeKind, NodeRunStatus};
 use quantumflow_queue::NodeRunJob;
 use quantumflow_storage::PgPool;
 use quantumflow_storage::runs::{self, Decided, EdgeDecision, Ending, Finished, Success, Target};
@@ -18,7 +19,8 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{Closing, EngineError, Plan, cascade};
+use crate::meters::Tally;
+use crate::{Closing, EngineError, Plan, Step, cascade};
 
 /// Most results in one transaction: enough to amortise the commit, few enough that one slow
 /// statement does not hold many workers' results.
@@ -36,6 +38,8 @@ const CONFLICT_RETRIES: usize = 3;
 pub(crate) struct Request {
     pub(crate) plan: Arc<Plan>,
     pub(crate) run_id: Uuid,
+    /// The node's kind, for the metrics.
+    pub(crate) kind: NodeKind,
     pub(crate) attempt: i32,
     pub(crate) execution_id: Uuid,
     /// The queue job the run is carried by.
@@ -156,6 +160,12 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
 
     let mut tx = pool.begin().await?;
     let completed = runs::complete(&mut *tx, &successes, &decisions).await?;
+    let mut tally = Tally::default();
+    for request in requests {
+        if completed.recorded.contains(&request.run_id) {
+            tally.node_run(request.kind, NodeRunStatus::Success);
+        }
+    }
 
     let mut replies: Vec<Reply> = requests
         .iter()
@@ -208,7 +218,11 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
         let Some(plan) = plan_of.get(&execution_id) else {
             continue;
         };
-        let skipped = cascade(&mut tx, plan, execution_id, rows, None, &mut jobs).await?;
+        let mut step = Step {
+            jobs: &mut jobs,
+            tally: &mut tally,
+        };
+        let skipped = cascade(&mut tx, plan, execution_id, rows, None, &mut step).await?;
         if skipped > 0 {
             let settled = runs::settle(&mut *tx, execution_id, skipped, false).await?;
             remaining.insert(execution_id, settled);
@@ -240,6 +254,7 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
         let ended = runs::end_executions(&mut *tx, &endings).await?;
         let mut counts: BTreeMap<Uuid, Finished> = BTreeMap::new();
         for one in ended {
+            tally.finished(one.workflow_id, &one.finished);
             counts
                 .entry(one.workflow_id)
                 .or_default()
@@ -250,5 +265,6 @@ async fn record(pool: &PgPool, requests: &[Request]) -> Result<Vec<Reply>, Engin
         }
     }
     tx.commit().await?;
+    tally.publish();
     Ok(replies)
 }

@@ -14,9 +14,11 @@
 //! # Layout
 //!
 //! - [`snapshot`]: the frozen workflow an execution runs from.
+//! - [`meters`]: counters of what the engine commits.
 //! - this module: starting, claiming, completing.
 
 mod completer;
+pub mod meters;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use quantumflow_domain::expr::{self, ExprError, Scope};
 use quantumflow_domain::progress::{self, Fate, NodeState, Outcome, Progress};
-use quantumflow_domain::{EdgeKind, ErrorHandling, NodeKind, RetryPolicy};
+use quantumflow_domain::{EdgeKind, ErrorHandling, NodeKind, NodeRunStatus, RetryPolicy};
 use quantumflow_queue::{NodeRunJob, QueueError};
 use quantumflow_secrets::{Keyring, Redactor, Revealed};
 use quantumflow_storage::runs::{
@@ -38,6 +40,7 @@ use sqlx::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::meters::Tally;
 pub use snapshot::{Plan, PlanError, Snapshot};
 
 /// Plans kept in memory per worker; snapshots never change, so a cached plan is never stale.
@@ -465,7 +468,9 @@ impl Engine {
                 "gave up after {} attempts; the workers running it stopped without reporting",
                 attempt.claim.attempt - 1
             );
-            self.finish(&attempt, Err(&message), None).await?;
+            if self.finish(&attempt, Err(&message), None).await? {
+                meters::attempts_exhausted();
+            }
             return Ok(Begin::Nothing);
         }
 
@@ -537,6 +542,7 @@ impl Engine {
         let request = completer::Request {
             plan: Arc::clone(plan),
             run_id: attempt.claim.id,
+            kind: node.kind,
             attempt: attempt.claim.attempt,
             execution_id: attempt.claim.execution_id,
             carrier: attempt.carrier,
@@ -674,6 +680,7 @@ impl Engine {
             }
             tx.commit().await?;
             if released {
+                meters::retry_scheduled();
                 self.wake_after(delay);
             }
             tracing::info!(
@@ -684,7 +691,11 @@ impl Engine {
             );
             return Ok(());
         }
-        self.finish(attempt, Err(&failure.message), None).await
+        let recorded = self.finish(attempt, Err(&failure.message), None).await?;
+        if recorded && failure.retryable {
+            meters::attempts_exhausted();
+        }
+        Ok(())
     }
 
     async fn plan(&self, execution_id: Uuid) -> Result<Arc<Plan>, EngineError> {
@@ -879,6 +890,7 @@ impl Engine {
     }
 
     async fn time_out(&self, attempt: &Attempt, message: &str) -> Result<(), EngineError> {
+        let mut tally = Tally::default();
         let mut tx = self.pool.begin().await?;
         let result = AttemptResult {
             status: "failed",
@@ -887,14 +899,17 @@ impl Engine {
             error: Some(message),
         };
         if runs::finish(&mut *tx, attempt.claim.id, attempt.claim.attempt, &result).await? {
+            tally.node_run(attempt.node().kind, NodeRunStatus::Failed);
             let cancelled = runs::cancel_unstarted(
                 &mut *tx,
                 attempt.claim.execution_id,
                 "cancelled: the execution timed out",
             )
             .await?;
-            runs::settle(&mut *tx, attempt.claim.execution_id, 1 + cancelled, true).await?;
-            runs::finish_execution(
+            tally.skipped(&attempt.plan, &cancelled);
+            let finished = 1 + cancelled.len() as i32;
+            runs::settle(&mut *tx, attempt.claim.execution_id, finished, true).await?;
+            let ended = runs::finish_execution(
                 &mut tx,
                 attempt.claim.execution_id,
                 "failed",
@@ -902,19 +917,24 @@ impl Engine {
                 Some(message),
             )
             .await?;
+            if ended {
+                let workflow = attempt.plan.snapshot.workflow.id;
+                tally.finished(workflow, &runs::Finished::one("failed", chrono::Utc::now()));
+            }
         }
         tx.commit().await?;
+        tally.publish();
         Ok(())
     }
 
     /// Records the final result of an attempt and moves the execution along, in one
-    /// transaction.
+    /// transaction. `false` when the attempt was stale and nothing was written.
     async fn finish(
         &self,
         attempt: &Attempt,
         result: Result<&Value, &str>,
         hold: Option<Duration>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let plan = &attempt.plan;
         let execution_id = attempt.claim.execution_id;
         let node = attempt.node();
@@ -955,8 +975,15 @@ impl Engine {
             // A newer attempt owns the run, or it already ended: this report is stale.
             tx.rollback().await?;
             tracing::info!("stale attempt; its result was discarded");
-            return Ok(());
+            return Ok(false);
         }
+        let mut tally = Tally::default();
+        let status = if outcome == Outcome::Succeeded {
+            NodeRunStatus::Success
+        } else {
+            NodeRunStatus::Failed
+        };
+        tally.node_run(node.kind, status);
 
         let mut finished = 1;
         let handled =
@@ -965,9 +992,15 @@ impl Engine {
         let mut jobs = Vec::new();
         if unhandled && plan.settings.error_handling == ErrorHandling::Stop {
             let reason = format!("cancelled: node {:?} failed", node.name);
-            finished += runs::cancel_unstarted(&mut *tx, execution_id, &reason).await?;
+            let cancelled = runs::cancel_unstarted(&mut *tx, execution_id, &reason).await?;
+            tally.skipped(plan, &cancelled);
+            finished += cancelled.len() as i32;
         } else {
-            finished += propagate(&mut tx, plan, execution_id, decisions, hold, &mut jobs).await?;
+            let mut step = Step {
+                jobs: &mut jobs,
+                tally: &mut tally,
+            };
+            finished += propagate(&mut tx, plan, execution_id, decisions, hold, &mut step).await?;
         }
         quantumflow_queue::push_node_runs(&mut tx, &jobs).await?;
         let due_later = jobs
@@ -986,13 +1019,18 @@ impl Engine {
             } else {
                 None
             };
-            close_if_done(&mut tx, plan, execution_id, any_unhandled, message).await?;
+            if let Some((workflow, ended)) =
+                close_if_done(&mut tx, plan, execution_id, any_unhandled, message).await?
+            {
+                tally.finished(workflow, &ended);
+            }
         }
         tx.commit().await?;
+        tally.publish();
         if let Some(delay) = due_later {
             self.wake_after(delay);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Wakes the workers once jobs queued with `delay` fall due, so they run on time rather
@@ -1031,10 +1069,18 @@ async fn propagate(
     execution_id: Uuid,
     decisions: Vec<(usize, bool)>,
     hold: Option<Duration>,
-    jobs: &mut Vec<(NodeRunJob, Duration)>,
+    step: &mut Step<'_>,
 ) -> Result<i32, EngineError> {
     let rows = decide_edges(tx, plan, execution_id, decisions).await?;
-    cascade(tx, plan, execution_id, rows, hold, jobs).await
+    cascade(tx, plan, execution_id, rows, hold, step).await
+}
+
+/// What a transaction gathers while it moves executions along, to act on once it commits.
+pub(crate) struct Step<'a> {
+    /// Jobs of the runs that became ready, with their delays.
+    pub(crate) jobs: &'a mut Vec<(NodeRunJob, Duration)>,
+    /// Counts to publish.
+    pub(crate) tally: &'a mut Tally,
 }
 
 /// Acts on successors whose incoming edges are all decided: queues those that run (after
@@ -1046,7 +1092,7 @@ pub(crate) async fn cascade(
     execution_id: Uuid,
     mut rows: Vec<Decided>,
     hold: Option<Duration>,
-    jobs: &mut Vec<(NodeRunJob, Duration)>,
+    step: &mut Step<'_>,
 ) -> Result<i32, EngineError> {
     let mut skipped_total = 0;
     let mut delay = hold.unwrap_or_default();
@@ -1061,7 +1107,7 @@ pub(crate) async fn cascade(
             };
             match progress::fate_when_decided(row.fired_edges as usize, plan.node(index).is_enabled)
             {
-                Fate::Run => jobs.push((
+                Fate::Run => step.jobs.push((
                     NodeRunJob {
                         execution_id,
                         node_run_id: row.id,
@@ -1076,6 +1122,7 @@ pub(crate) async fn cascade(
             return Ok(skipped_total);
         }
         let skipped = runs::skip(&mut *tx, execution_id, &to_skip, None).await?;
+        step.tally.skipped(plan, &skipped);
         skipped_total += skipped.len() as i32;
         let decisions: Vec<(usize, bool)> = skipped
             .iter()
@@ -1113,20 +1160,20 @@ async fn decide_edges(
 }
 
 /// Ends an execution none of whose runs remain: failed if a failure went unhandled (with
-/// `message`, or a general one), successful otherwise, with its final nodes' outputs.
+/// `message`, or a general one), successful otherwise, with its final nodes' outputs. Returns
+/// its workflow and how it ended, `None` if it had already ended.
 pub(crate) async fn close_if_done(
     tx: &mut PgConnection,
     plan: &Plan,
     execution_id: Uuid,
     any_unhandled: bool,
     message: Option<String>,
-) -> Result<(), EngineError> {
-    if let Some((workflow, finished)) =
-        close(tx, plan, execution_id, any_unhandled, message).await?
-    {
-        runs::count_finished(&mut *tx, workflow, &finished).await?;
+) -> Result<Option<(Uuid, runs::Finished)>, EngineError> {
+    let ended = close(tx, plan, execution_id, any_unhandled, message).await?;
+    if let Some((workflow, finished)) = &ended {
+        runs::count_finished(&mut *tx, *workflow, finished).await?;
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Like [`close_if_done`], but leaves counting the execution on its workflow to the caller,

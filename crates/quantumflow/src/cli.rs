@@ -144,12 +144,20 @@ pub(crate) struct WorkerArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) concurrency: u32,
 
+    /// Address of the worker's admin listener: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "QUANTUMFLOW_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub(crate) admin_listen: SocketAddr,
+
     #[command(flatten)]
     pub(crate) outbound: OutboundArgs,
 
     #[command(flatten)]
     pub(crate) keys: CredentialKeysArgs,
 }
+
+/// The worker's admin address: beside the control plane's 8080, and on loopback like it, so a
+/// worker exposes nothing until told to (the Kubernetes manifests listen on every address).
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 #[derive(Debug, Args)]
 pub(crate) struct OutboundArgs {

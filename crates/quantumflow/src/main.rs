@@ -10,6 +10,7 @@
 mod cli;
 mod commands;
 mod database;
+mod observe;
 mod telemetry;
 
 use std::io::Write;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     telemetry::init(cli.log_format);
+    if let Err(err) = observe::install() {
+        return fail(&err);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -122,3 +122,45 @@ pub async fn wake_workers(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         .await?;
     Ok(())
 }
+
+/// The node-run jobs a worker could take right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// How many jobs are due and not taken.
+    pub runnable: i64,
+    /// Seconds since the longest-waiting of them fell due; 0 when there is none.
+    pub oldest_age_seconds: f64,
+}
+
+/// Counts the runnable node-run jobs. The condition is the one of the queue's partial fetch
+/// index (`idx_apalis_jobs_fetch_partial`), so the query reads only that index's entries of due
+/// jobs, never the finished jobs the table keeps.
+pub async fn backlog(pool: &sqlx::PgPool) -> Result<Backlog, sqlx::Error> {
+    let (runnable, oldest_age_seconds): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), \
+                coalesce(extract(epoch FROM now() - min(run_at))::float8, 0) \
+         FROM apalis.jobs \
+         WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) \
+           AND job_type = $1 AND run_at <= now()",
+    )
+    .bind(NODE_RUN_QUEUE)
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        runnable,
+        oldest_age_seconds: oldest_age_seconds.max(0.0),
+    })
+}
+
+/// Seconds since the worker called `name` last proved it is alive; `None` when the queue has
+/// no such worker (it has not registered yet).
+pub async fn worker_silence(pool: &sqlx::PgPool, name: &str) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - last_seen)::float8 \
+         FROM apalis.workers WHERE id = $1 AND worker_type = $2",
+    )
+    .bind(name)
+    .bind(NODE_RUN_QUEUE)
+    .fetch_optional(pool)
+    .await
+}

@@ -397,24 +397,25 @@ pub async fn skip(
 }
 
 /// Marks every run of an execution that has not started as skipped, because the execution
-/// stopped. Returns how many.
+/// stopped. Returns the node ids of the runs skipped.
 pub async fn cancel_unstarted(
     db: impl PgExecutor<'_>,
     execution_id: Uuid,
     reason: &str,
-) -> Result<i32> {
-    let done = sqlx::query!(
+) -> Result<Vec<Uuid>> {
+    let skipped = sqlx::query_scalar!(
         r#"
         UPDATE node_runs
         SET status = 'skipped', error_message = $2, completed_at = now()
         WHERE execution_id = $1 AND status = 'pending'
+        RETURNING node_id
         "#,
         execution_id,
         reason,
     )
-    .execute(db)
+    .fetch_all(db)
     .await?;
-    Ok(done.rows_affected() as i32)
+    Ok(skipped)
 }
 
 /// A predecessor's result, as a successor's input sees it.

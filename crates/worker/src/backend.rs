@@ -299,7 +299,7 @@ impl Persistence for Store {
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
+        let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
         // Worker names are unique per process start (`worker_name`), so a conflict means two
         // processes were given the same name.
         let inserted = sqlx::query(
@@ -315,6 +315,7 @@ impl Persistence for Store {
             return Err(Error::WorkerAlreadyExists(worker.name().to_owned()));
         }
         tx.commit().await?;
+        crate::meters::rescued(rescued);
         Ok(())
     }
 
@@ -323,6 +324,7 @@ impl Persistence for Store {
         queries::keep_alive(&mut *tx, self.queue(), worker).await?;
         let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
         tx.commit().await?;
+        crate::meters::rescued(rescued);
         if rescued > 0 {
             tracing::info!(
                 jobs = rescued,

@@ -6,8 +6,10 @@
 //! and drives the queue: worker identity, heartbeats, concurrency and shutdown.
 
 mod backend;
+pub mod meters;
 pub mod nodes;
 pub mod script;
+mod status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tracing::Instrument;
+
+pub use status::WorkerStatus;
 
 /// How often a worker proves it is alive. With [`MISSED_HEARTBEATS`] it sets how soon the jobs
 /// of a crashed worker run elsewhere: within about a minute and a quarter.
@@ -44,6 +48,8 @@ pub struct WorkerConfig {
     /// Opens connector credentials (`QUANTUMFLOW_CREDENTIAL_KEYS`); without it, nodes using a
     /// connector whose credentials are sealed fail, saying so.
     pub keyring: Option<Arc<Keyring>>,
+    /// Shows the worker's state to the process's readiness probe.
+    pub status: WorkerStatus,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +59,7 @@ impl Default for WorkerConfig {
             batch_size: 10,
             outbound: Policy::default(),
             keyring: None,
+            status: WorkerStatus::default(),
         }
     }
 }
@@ -100,6 +107,8 @@ pub async fn run(
     // the fallback if the listening connection is down.
     let backend = backend::NodeRunBackend::new(&pool, queue);
     let name = worker_name();
+    config.status.started_as(&name);
+    meters::slots(config.concurrency);
     let allowed: Vec<String> = config
         .outbound
         .allowed()
@@ -134,6 +143,7 @@ pub async fn run(
         })
         .await;
     folding.abort();
+    meters::slots(0);
     ran.map_err(|e| WorkerError::Queue(e.to_string()))?;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
@@ -155,6 +165,7 @@ pub enum WorkerError {
 /// went away); the queue delivers the job again, the claim picks up the chain's unfinished run,
 /// and attempt fencing keeps that safe.
 async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
+    let _slot = meters::Slot::take();
     let span = node_span(job.execution_id, job.node_run_id);
     let begun = runtime.engine.begin(&job).instrument(span.clone()).await?;
     let Begin::Run(mut attempt) = begun else {
@@ -201,10 +212,12 @@ async fn run_attempt(
     // The node's own timeout applies inside `nodes::run`; the execution's deadline may come
     // sooner, and then the whole execution fails, not just this attempt.
     let run = nodes::run(attempt, &runtime.http);
+    let started = std::time::Instant::now();
     let ran = match attempt.time_left() {
         Some(left) => tokio::time::timeout(left, run).await.ok(),
         None => Some(run.await),
     };
+    meters::node_ran(attempt.node().kind, started.elapsed());
     match ran {
         Some(Ok(done)) => {
             runtime

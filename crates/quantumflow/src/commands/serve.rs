@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
+use crate::observe;
 
 /// Serves the API as `args` say until `shutdown` completes and in-flight requests finish.
 pub(crate) async fn run(
@@ -36,12 +37,16 @@ pub(crate) async fn run(
         ),
     }
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
+    let upkeep = tokio::spawn(observe::upkeep());
+    let metrics = observe::metrics_router(pool.clone());
     let state = AppState::new(pool)
         .with_keyring(keyring)
         .with_max_body_bytes(max_body_bytes);
-    let app = quantumflow_api::router(state);
+    // `/metrics` is the operator's, not the API's: it is left out of the OpenAPI document.
+    let app = quantumflow_api::router(state).merge(metrics);
     let served = quantumflow_api::serve(listener, app, shutdown).await;
     folding.abort();
+    upkeep.abort();
     served.context("the HTTP server failed")?;
     tracing::info!("control plane stopped");
     Ok(())

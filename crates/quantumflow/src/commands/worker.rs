@@ -5,11 +5,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use quantumflow_netguard::Policy;
 use quantumflow_secrets::Keyring;
-use quantumflow_worker::WorkerConfig;
+use quantumflow_worker::{WorkerConfig, WorkerStatus};
 use sqlx::PgPool;
 
 use crate::cli::WorkerArgs;
 use crate::commands::serve;
+use crate::observe;
 
 pub(crate) async fn run(
     pool: PgPool,
@@ -17,13 +18,28 @@ pub(crate) async fn run(
     keyring: Option<Arc<Keyring>>,
 ) -> anyhow::Result<()> {
     serve::check_schema(&pool).await?;
+    let admin = observe::bind_admin(args.admin_listen).await?;
+    tracing::info!(address = %args.admin_listen, "worker admin listening");
+    let status = WorkerStatus::default();
     let config = WorkerConfig {
         concurrency: args.concurrency as usize,
         outbound: Policy::allowing(args.outbound.allow.iter().copied()),
         keyring,
+        status: status.clone(),
         ..WorkerConfig::default()
     };
-    quantumflow_worker::run(pool, &config, serve::shutdown_signal())
+
+    // The admin listener outlives the worker's drain, so probes keep answering until the
+    // process exits.
+    let (stopped, admin_stop) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(observe::serve_admin(admin, pool.clone(), status, async {
+        let _ = admin_stop.await;
+    }));
+    let worked = quantumflow_worker::run(pool, &config, serve::shutdown_signal())
         .await
-        .context("the worker failed")
+        .context("the worker failed");
+    let _ = stopped.send(());
+    let served = admin.await.context("the admin listener panicked")?;
+    worked?;
+    served
 }

@@ -18,6 +18,8 @@ const ALLOW_RECEIVERS: &[&str] = &["--allow-outbound", "127.0.0.1/32"];
 /// A control plane and worker processes on `db`, stopped when dropped.
 pub(crate) struct Cluster {
     pub(crate) api: SocketAddr,
+    /// The admin listener of each worker started, in order.
+    pub(crate) admins: Vec<SocketAddr>,
     url: String,
     worker_flags: &'static [&'static str],
     /// `QUANTUMFLOW_CREDENTIAL_KEYS` of every process, if any.
@@ -60,6 +62,7 @@ impl Cluster {
         wait_ready(&mut server, api).await;
         let mut cluster = Self {
             api,
+            admins: Vec::new(),
             url,
             worker_flags,
             keys,
@@ -73,7 +76,10 @@ impl Cluster {
 
     /// Starts one more worker; returns its index for [`Cluster::kill`].
     pub(crate) fn add_worker(&mut self) -> usize {
-        let mut args = vec!["worker", "--concurrency", "4"];
+        let admin = free_address();
+        let listen = admin.to_string();
+        self.admins.push(admin);
+        let mut args = vec!["worker", "--concurrency", "4", "--admin-listen", &listen];
         args.extend_from_slice(self.worker_flags);
         self.processes
             .push(spawn(&self.url, self.keys.as_deref(), &args));

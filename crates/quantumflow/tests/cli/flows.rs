@@ -612,6 +612,10 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
 
     // The dead worker's job is handed on once it has missed its heartbeats (about 60 to 75 s).
     let execution = finished_within(cluster.api, &execution_id, Duration::from_secs(120)).await;
+    let replacement = cluster.admins[1];
+    let (_, metrics) = crate::support::get(replacement, "/metrics").await.unwrap();
+    let rescued =
+        crate::metrics::Scrape::parse(&metrics).value("quantumflow_queue_jobs_rescued_total");
     let (_, counters) = crate::support::send(
         cluster.api,
         "GET",
@@ -634,6 +638,10 @@ async fn a_worker_killed_mid_node_has_its_work_finished_elsewhere() {
         "the killed attempt counts"
     );
     assert_eq!(rows, 4);
+    assert_eq!(
+        rescued, 1.0,
+        "the new worker rescued the dead one's job: {metrics}"
+    );
     assert_eq!(run(&execution, "prep")["retry_count"], 0, "prep ran once");
     let received = receiver.received();
     assert_eq!(received.len(), 2);

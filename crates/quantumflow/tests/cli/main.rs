@@ -7,6 +7,7 @@ mod engine;
 mod errors;
 mod flows;
 mod keys;
+mod metrics;
 mod migrate;
 mod outbound;
 mod receiver;

@@ -119,6 +119,7 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
         &execute(address, &workflow, &json!({"word": "hi"})).await,
     )
     .await;
+    let metrics = get(address, "/metrics").await;
     let status = terminate(&mut child);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
@@ -136,6 +137,14 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
         crate::cluster::run(&execution, "shout")["output_data"],
         json!("HI")
     );
+    // One process runs both halves, so its one scrape holds both sides' counters.
+    let (code, metrics) = metrics.unwrap();
+    assert_eq!(code, 200);
+    let scraped = crate::metrics::Scrape::parse(&metrics);
+    let started = format!("quantumflow_executions_started_total{{workflow_id=\"{workflow}\"}}");
+    assert_eq!(scraped.value(&started), 1.0, "{metrics}");
+    let transforms = "quantumflow_node_runs_total{node_type=\"transform\",status=\"success\"}";
+    assert_eq!(scraped.value(transforms), 1.0, "{metrics}");
     let received = receiver.received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0].body, json!({"said": "HI"}));

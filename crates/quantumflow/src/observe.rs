@@ -1,0 +1,261 @@
+//! Metrics and probes of every process role.
+//!
+//! The binary installs one Prometheus recorder per process ([`install`]); the libraries update
+//! their metrics through the `metrics` facade, and `GET /metrics` renders them in the text
+//! format. `serve` and `up` answer `/metrics` on the API's address. A worker has no API, so it
+//! serves `/healthz`, `/readyz` and `/metrics` on a small admin listener of its own
+//! ([`serve_admin`]).
+//!
+//! Gauges read from the database (the queue's backlog) and from the pool are refreshed when
+//! `/metrics` is scraped, so they cost nothing between scrapes and are never older than the
+//! scrape.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics::{Gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quantumflow_api::ApiError;
+use quantumflow_worker::WorkerStatus;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// Runnable node-run jobs: due and not taken by a worker.
+const QUEUE_RUNNABLE: &str = "quantumflow_queue_runnable_jobs";
+/// Seconds since the longest-waiting runnable job fell due.
+const QUEUE_OLDEST_AGE: &str = "quantumflow_queue_oldest_runnable_age_seconds";
+/// This process's database connections, by `state` (`in_use`, `idle`).
+const POOL_CONNECTIONS: &str = "quantumflow_db_pool_connections";
+/// The most connections this process's pool opens.
+const POOL_MAX: &str = "quantumflow_db_pool_max_connections";
+
+/// Buckets for histograms that have none of their own, so no histogram becomes a summary.
+const DEFAULT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+
+/// How often the recorder drains its histograms' buffers when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest a scrape waits for the queue's backlog; a slow database must not make the
+/// scrape itself time out and lose every other metric.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest `/readyz` waits for the database before it answers 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The recorder's handle; the recorder itself is process-wide, as the `metrics` facade is.
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process's Prometheus recorder. Call before anything records a metric: handles
+/// taken earlier would stay detached from it.
+pub(crate) fn install() -> anyhow::Result<()> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets(DEFAULT_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(quantumflow_api::meters::ACCEPT_DURATION.to_owned()),
+                quantumflow_api::meters::ACCEPT_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(quantumflow_worker::meters::NODE_DURATION.to_owned()),
+                quantumflow_worker::meters::NODE_DURATION_BUCKETS,
+            )
+        })
+        .context("invalid histogram buckets")?;
+    let handle = builder
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let _ = HANDLE.set(handle);
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    quantumflow_api::meters::describe();
+    quantumflow_engine::meters::describe();
+    quantumflow_worker::meters::describe();
+    metrics::describe_gauge!(
+        QUEUE_RUNNABLE,
+        Unit::Count,
+        "Node-run jobs due and not taken by any worker, read from the queue at scrape time."
+    );
+    metrics::describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Seconds since the longest-waiting runnable job fell due; 0 when none waits."
+    );
+    metrics::describe_gauge!(
+        POOL_CONNECTIONS,
+        Unit::Count,
+        "This process's database connections, in use or idle in its pool."
+    );
+    metrics::describe_gauge!(
+        POOL_MAX,
+        Unit::Count,
+        "The most database connections this process's pool opens."
+    );
+}
+
+/// Drains the recorder's buffers every [`UPKEEP_INTERVAL`] until the task is dropped, so memory
+/// stays bounded between scrapes.
+pub(crate) async fn upkeep() {
+    let Some(handle) = HANDLE.get() else {
+        return;
+    };
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// `GET /metrics` on `pool`'s process.
+pub(crate) fn metrics_router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(pool)
+}
+
+struct ScrapeGauges {
+    runnable: Gauge,
+    oldest_age: Gauge,
+    in_use: Gauge,
+    idle: Gauge,
+    max: Gauge,
+}
+
+static SCRAPE_GAUGES: LazyLock<ScrapeGauges> = LazyLock::new(|| ScrapeGauges {
+    runnable: metrics::gauge!(QUEUE_RUNNABLE),
+    oldest_age: metrics::gauge!(QUEUE_OLDEST_AGE),
+    in_use: metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use"),
+    idle: metrics::gauge!(POOL_CONNECTIONS, "state" => "idle"),
+    max: metrics::gauge!(POOL_MAX),
+});
+
+async fn render(State(pool): State<PgPool>) -> Response {
+    let gauges = &*SCRAPE_GAUGES;
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+    gauges.in_use.set(f64::from(size - idle));
+    gauges.idle.set(f64::from(idle));
+    gauges
+        .max
+        .set(f64::from(pool.options().get_max_connections()));
+    match tokio::time::timeout(BACKLOG_TIMEOUT, quantumflow_queue::backlog(&pool)).await {
+        Ok(Ok(backlog)) => {
+            gauges.runnable.set(backlog.runnable as f64);
+            gauges.oldest_age.set(backlog.oldest_age_seconds);
+        }
+        // The gauges keep their last values; the log says why they are stale.
+        Ok(Err(err)) => {
+            tracing::warn!(error.message = %err, "cannot read the queue's backlog for /metrics");
+        }
+        Err(_) => tracing::warn!("reading the queue's backlog for /metrics timed out"),
+    }
+    let text = HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// What the worker's admin routes read.
+#[derive(Clone)]
+struct Admin {
+    pool: PgPool,
+    status: WorkerStatus,
+}
+
+/// Binds the worker's admin listener; done before the worker starts, so a taken address stops
+/// the process at once.
+pub(crate) async fn bind_admin(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address}; free the address or pass --admin-listen")
+    })
+}
+
+/// Serves the worker's `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown`
+/// completes.
+pub(crate) async fn serve_admin(
+    listener: TcpListener,
+    pool: PgPool,
+    status: WorkerStatus,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let upkeep = tokio::spawn(upkeep());
+    let app = Router::new()
+        .route("/healthz", get(quantumflow_api::health::healthz))
+        .route("/readyz", get(worker_ready))
+        .with_state(Admin {
+            pool: pool.clone(),
+            status,
+        })
+        .merge(metrics_router(pool))
+        .fallback(|| async {
+            ApiError::UnknownRoute(
+                "the admin listener serves /healthz, /readyz and /metrics".into(),
+            )
+        });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    upkeep.abort();
+    served.context("the admin listener failed")
+}
+
+/// `GET /readyz` of a worker: the database answers and has every migration this binary needs,
+/// and the worker is registered with the queue and beating. 503 with a problem body naming the
+/// check that failed otherwise.
+async fn worker_ready(State(admin): State<Admin>) -> Response {
+    match tokio::time::timeout(READY_TIMEOUT, check_worker(&admin)).await {
+        Ok(Ok(ready)) => axum::Json(ready).into_response(),
+        Ok(Err(detail)) => ApiError::Unavailable(detail).into_response(),
+        Err(_) => ApiError::Unavailable(format!(
+            "the database did not answer within {} s",
+            READY_TIMEOUT.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+async fn check_worker(admin: &Admin) -> Result<Value, String> {
+    let versions = quantumflow_api::health::schema_versions(&admin.pool)
+        .await
+        .map_err(|err| err.to_string())?;
+
+    let name = admin
+        .status
+        .name()
+        .ok_or_else(|| "the worker has not started yet".to_owned())?;
+    let silence = quantumflow_queue::worker_silence(&admin.pool, name)
+        .await
+        .map_err(|err| format!("the database is unreachable: {err}"))?
+        .ok_or_else(|| format!("worker {name} is not registered with the queue yet"))?;
+    // Two missed beats, not one: a beat can be a little late under load. Its jobs are handed
+    // to others only after MISSED_HEARTBEATS.
+    let limit = 2 * quantumflow_worker::HEARTBEAT_INTERVAL.as_secs();
+    if silence > limit as f64 {
+        return Err(format!(
+            "worker {name} last beat {silence:.0} s ago, more than {limit} s; the queue may \
+             hand its jobs to others"
+        ));
+    }
+    Ok(json!({"status": "ready", "worker": name, "schema": versions}))
+}
