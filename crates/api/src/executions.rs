@@ -59,6 +59,10 @@ pub struct ExecutionView {
     pub duration_ms: Option<i32>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the execution's span, which its node runs join; null when the
+    /// control plane exported no traces when it started.
+    #[schema(required = true)]
+    pub traceparent: Option<String>,
     /// The runs of its nodes, in the order they were created; left out of listings.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -119,6 +123,7 @@ impl ExecutionView {
             completed_at: execution.completed_at,
             duration_ms: execution.duration_ms,
             created_at: execution.created_at,
+            traceparent: execution.traceparent,
             node_runs: node_runs.map(|runs| runs.into_iter().map(NodeRunView::from).collect()),
         }
     }

@@ -25,6 +25,7 @@
 //! - [`signature`]: checking signed webhook deliveries.
 //! - [`starter`]: committing accepted triggers in groups.
 //! - [`tokens`]: the caller's account and API tokens (`/api/v1/users/me`, `/api/v1/tokens`).
+//! - [`trace`]: reading the W3C trace context a request arrives with.
 //! - [`workflows`]: creating, listing, reading and replacing workflows (`/api/v1/workflows`).
 //! - [`executions`]: reading executions and their node runs (`/api/v1/executions`).
 
@@ -43,6 +44,7 @@ pub mod paging;
 pub mod signature;
 pub mod starter;
 pub mod tokens;
+pub mod trace;
 pub mod triggers;
 pub mod workflows;
 
@@ -52,7 +54,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
-use axum::http::{Method, Request, Uri};
+use axum::http::{Method, Request, Response, Uri};
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::any;
@@ -60,6 +62,7 @@ use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -184,20 +187,53 @@ pub fn router(state: AppState) -> Router {
         // Outside the limits, so triggers answered 408 or 413 are counted too.
         .layer(middleware::from_fn(meters::measure))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(MatchedPath::as_str);
-                tracing::info_span!(
-                    "http.request",
-                    http.method = %request.method(),
-                    http.route = route.unwrap_or("unmatched"),
-                    http.status = tracing::field::Empty,
-                    user.id = tracing::field::Empty,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_status),
         )
+}
+
+/// The span of one request, named and with fields as OpenTelemetry's HTTP server conventions
+/// have them. A W3C `traceparent` sent with the request becomes its parent; one that cannot be
+/// read is ignored, and the request starts a trace of its own.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route.unwrap_or("unmatched"),
+        http.response.status_code = tracing::field::Empty,
+        user.id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(parent) = trace::remote_parent(request.headers()) {
+        // Fails only when no OpenTelemetry layer is installed, and then there is no trace to
+        // join.
+        let _ = span.set_parent(parent);
+    }
+    quantumflow_engine::trace::record_trace_id(&span);
+    span
+}
+
+/// Records the status on the request's span; server errors mark the span as failed, client
+/// errors do not, as the conventions say.
+fn record_status<B>(response: &Response<B>, _latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// Gives up on a request that takes longer than `limit`, body included, and answers 408 with

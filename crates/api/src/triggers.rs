@@ -21,11 +21,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use quantumflow_domain::WorkflowStatus;
-use quantumflow_engine::{EngineError, Start, Trigger};
+use quantumflow_engine::{EngineError, Start, TraceContext, Trigger};
 use quantumflow_storage::StorageError;
 use quantumflow_storage::workflows::{self, Workflow};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -258,7 +259,19 @@ async fn accept(
     let doc = state.documents.of(&state.pool, workflow).await?;
     let start = Start::prepare(&doc, trigger)?;
     let execution_id = start.execution_id();
-    let started = state.starter.start(start, delivery).await?;
+    // The execution's own span: its node runs, on whatever worker, become its children
+    // through the context stored with the execution.
+    let span = tracing::info_span!(
+        "execution",
+        execution.id = %execution_id,
+        workflow.id = %workflow.id,
+    );
+    let start = start.with_trace(TraceContext::of_span(&span));
+    let started = state
+        .starter
+        .start(start, delivery)
+        .instrument(span)
+        .await?;
 
     let (status, execution_id) = match started {
         Started::New => (StatusCode::ACCEPTED, execution_id),

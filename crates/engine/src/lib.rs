@@ -15,11 +15,13 @@
 //!
 //! - [`snapshot`]: the frozen workflow an execution runs from.
 //! - [`meters`]: counters of what the engine commits.
+//! - [`trace`]: the trace context an execution's node runs join.
 //! - this module: starting, claiming, completing.
 
 mod completer;
 pub mod meters;
 pub mod snapshot;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,7 @@ use uuid::Uuid;
 
 use crate::meters::Tally;
 pub use snapshot::{Plan, PlanError, Snapshot};
+pub use trace::TraceContext;
 
 /// Plans kept in memory per worker; snapshots never change, so a cached plan is never stale.
 const PLAN_CACHE_SIZE: usize = 4096;
@@ -102,6 +105,8 @@ pub struct Start {
     ready: Vec<Uuid>,
     /// Final status, output and error of an execution that ends with its trigger.
     end: Option<(&'static str, Value, Option<String>)>,
+    /// The trace its node runs join.
+    trace: Option<TraceContext>,
 }
 
 /// A node run as it is first written.
@@ -199,7 +204,15 @@ impl Start {
             runs,
             ready,
             end,
+            trace: None,
         })
+    }
+
+    /// The same start, with node runs joining `trace`.
+    #[must_use]
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// The id the execution will have.
@@ -270,6 +283,8 @@ pub async fn start_all(conn: &mut PgConnection, starts: &[&Start]) -> Result<(),
                 error,
                 triggered_by: start.trigger.triggered_by,
                 timeout_seconds: start.plan.settings.timeout,
+                traceparent: start.trace.as_ref().map(|t| t.traceparent.as_str()),
+                tracestate: start.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
                 runs,
             }
         })
@@ -409,13 +424,20 @@ pub struct NodeFailure {
     pub retryable: bool,
 }
 
+/// What never changes about an execution, cached per worker.
+#[derive(Debug)]
+struct Known {
+    plan: Arc<Plan>,
+    trace: Option<TraceContext>,
+}
+
 /// The engine as a worker uses it.
 #[derive(Debug)]
 pub struct Engine {
     pool: PgPool,
     /// Opens connector credentials; without it only rows still in clear can be used.
     keyring: Option<Arc<Keyring>>,
-    plans: Mutex<HashMap<Uuid, Arc<Plan>>>,
+    plans: Mutex<HashMap<Uuid, Arc<Known>>>,
     completions: mpsc::Sender<completer::Request>,
 }
 
@@ -698,23 +720,37 @@ impl Engine {
         Ok(())
     }
 
+    /// The trace the execution's node runs join, if it was started on one. Read with the
+    /// execution's plan and cached with it, so a worker calling this before [`Engine::begin`]
+    /// costs no extra query.
+    pub async fn trace_of(&self, execution_id: Uuid) -> Result<Option<TraceContext>, EngineError> {
+        Ok(self.known(execution_id).await?.trace.clone())
+    }
+
     async fn plan(&self, execution_id: Uuid) -> Result<Arc<Plan>, EngineError> {
-        if let Some(plan) = self
+        Ok(Arc::clone(&self.known(execution_id).await?.plan))
+    }
+
+    async fn known(&self, execution_id: Uuid) -> Result<Arc<Known>, EngineError> {
+        if let Some(known) = self
             .plans
             .lock()
             .map_err(|_| poisoned())?
             .get(&execution_id)
         {
-            return Ok(Arc::clone(plan));
+            return Ok(Arc::clone(known));
         }
-        let snapshot = quantumflow_storage::executions::snapshot(&self.pool, execution_id).await?;
-        let plan = Arc::new(Plan::from_json(snapshot)?);
+        let source = quantumflow_storage::executions::run_source(&self.pool, execution_id).await?;
+        let known = Arc::new(Known {
+            plan: Arc::new(Plan::from_json(source.workflow_snapshot)?),
+            trace: TraceContext::from_columns(source.traceparent, source.tracestate),
+        });
         let mut plans = self.plans.lock().map_err(|_| poisoned())?;
         if plans.len() >= PLAN_CACHE_SIZE {
             plans.clear();
         }
-        plans.insert(execution_id, Arc::clone(&plan));
-        Ok(plan)
+        plans.insert(execution_id, Arc::clone(&known));
+        Ok(known)
     }
 
     /// The node's input, rendered config and the credentials it uses.

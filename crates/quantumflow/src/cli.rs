@@ -66,6 +66,22 @@ pub(crate) enum Command {
     Keys(KeysArgs),
 }
 
+impl Command {
+    /// The service name exported spans carry unless `OTEL_SERVICE_NAME` says otherwise.
+    pub(crate) fn service_name(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "quantumflow-api",
+            Self::Worker(_) => "quantumflow-worker",
+            Self::Up(_)
+            | Self::Migrate(_)
+            | Self::Seed(_)
+            | Self::User(_)
+            | Self::Token(_)
+            | Self::Keys(_) => "quantumflow",
+        }
+    }
+}
+
 /// `QUANTUMFLOW_CREDENTIAL_KEYS` as given; parsed by the command, so that a mistake is
 /// explained without clap quoting the value, which is key material.
 #[derive(Clone)]

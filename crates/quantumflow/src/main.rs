@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
-    telemetry::init(cli.log_format);
+    let telemetry = match telemetry::init(cli.log_format, cli.command.service_name()) {
+        Ok(telemetry) => telemetry,
+        Err(err) => return fail(&err),
+    };
     if let Err(err) = observe::install() {
         return fail(&err);
     }
@@ -38,7 +41,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the runtime")),
     };
-    match runtime.block_on(commands::run(cli)) {
+    let ran = runtime.block_on(commands::run(cli));
+    // The runtime goes first: its tasks may still end spans while they are dropped.
+    drop(runtime);
+    telemetry.shutdown();
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
     }

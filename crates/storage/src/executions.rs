@@ -47,6 +47,8 @@ pub struct Execution {
     pub triggered_by: Option<Uuid>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` its node runs join; none when it was started on no trace.
+    pub traceparent: Option<String>,
 }
 
 /// An execution to create.
@@ -87,6 +89,7 @@ struct ExecutionRow {
     duration_ms: Option<i32>,
     triggered_by: Option<Uuid>,
     created_at: DateTime<Utc>,
+    traceparent: Option<String>,
 }
 
 impl TryFrom<ExecutionRow> for Execution {
@@ -113,6 +116,7 @@ impl TryFrom<ExecutionRow> for Execution {
             duration_ms: r.duration_ms,
             triggered_by: r.triggered_by,
             created_at: r.created_at,
+            traceparent: r.traceparent,
         })
     }
 }
@@ -128,7 +132,7 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewExecution<'_>) -> Result<E
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         RETURNING id, workflow_id, workflow_name, workflow_version, status, trigger_type,
                   trigger_data, input_data, output_data, error_message, error_stack,
-                  started_at, completed_at, duration_ms, triggered_by, created_at
+                  started_at, completed_at, duration_ms, triggered_by, created_at, traceparent
         "#,
         new.workflow_id,
         new.workflow_name,
@@ -151,7 +155,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Execution> {
         r#"
         SELECT id, workflow_id, workflow_name, workflow_version, status, trigger_type,
                trigger_data, input_data, output_data, error_message, error_stack, started_at,
-               completed_at, duration_ms, triggered_by, created_at
+               completed_at, duration_ms, triggered_by, created_at, traceparent
         FROM executions
         WHERE id = $1
         "#,
@@ -183,14 +187,29 @@ pub async fn owner(db: impl PgExecutor<'_>, id: Uuid) -> Result<Uuid> {
     })
 }
 
-/// The snapshot an execution runs from.
-pub async fn snapshot(db: impl PgExecutor<'_>, id: Uuid) -> Result<Value> {
-    sqlx::query_scalar!("SELECT workflow_snapshot FROM executions WHERE id = $1", id)
-        .fetch_optional(db)
-        .await?
-        .ok_or(StorageError::NotFound {
-            entity: "execution",
-        })
+/// What a worker needs of an execution besides its node runs; none of it ever changes.
+#[derive(Debug, Clone)]
+pub struct RunSource {
+    /// The snapshot the execution runs from.
+    pub workflow_snapshot: Value,
+    /// The W3C `traceparent` its node runs join, when it was started on a trace.
+    pub traceparent: Option<String>,
+    /// The `tracestate` that goes with it.
+    pub tracestate: Option<String>,
+}
+
+/// The snapshot an execution runs from, with the trace it runs under.
+pub async fn run_source(db: impl PgExecutor<'_>, id: Uuid) -> Result<RunSource> {
+    sqlx::query_as!(
+        RunSource,
+        "SELECT workflow_snapshot, traceparent, tracestate FROM executions WHERE id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(StorageError::NotFound {
+        entity: "execution",
+    })
 }
 
 /// A page position in a newest-first list: the last row of the previous page.

@@ -68,6 +68,10 @@ pub struct StartedExecution<'a> {
     pub triggered_by: Option<Uuid>,
     /// Seconds until the execution times out.
     pub timeout_seconds: Option<f64>,
+    /// The W3C `traceparent` of the span that started it, for its node runs to join.
+    pub traceparent: Option<&'a str>,
+    /// The `tracestate` that goes with it.
+    pub tracestate: Option<&'a str>,
     /// Its node runs, one per node.
     pub runs: &'a [PlannedRun<'a>],
 }
@@ -99,6 +103,8 @@ pub async fn start(conn: &mut PgConnection, executions: &[StartedExecution<'_>])
     let errors: Vec<Option<&str>> = executions.iter().map(|e| e.error).collect();
     let triggered_by: Vec<Option<Uuid>> = executions.iter().map(|e| e.triggered_by).collect();
     let timeouts: Vec<Option<f64>> = executions.iter().map(|e| e.timeout_seconds).collect();
+    let traceparents: Vec<Option<&str>> = executions.iter().map(|e| e.traceparent).collect();
+    let tracestates: Vec<Option<&str>> = executions.iter().map(|e| e.tracestate).collect();
     let remaining: Vec<i32> = executions
         .iter()
         .map(|e| e.runs.iter().filter(|r| r.status == "pending").count() as i32)
@@ -108,17 +114,20 @@ pub async fn start(conn: &mut PgConnection, executions: &[StartedExecution<'_>])
         INSERT INTO executions
             (id, workflow_id, workflow_name, workflow_version, status, trigger_type,
              trigger_data, workflow_snapshot, input_data, output_data, error_message,
-             triggered_by, started_at, completed_at, duration_ms, remaining_nodes, deadline_at)
+             triggered_by, started_at, completed_at, duration_ms, remaining_nodes, deadline_at,
+             traceparent, tracestate)
         SELECT id, workflow_id, name, version, status, trigger_type, trigger_data, snapshot,
                input, output, error, triggered_by, now(),
                CASE WHEN status = 'running' THEN NULL ELSE now() END,
                CASE WHEN status = 'running' THEN NULL ELSE 0 END,
-               remaining, now() + make_interval(secs => timeout)
+               remaining, now() + make_interval(secs => timeout), traceparent, tracestate
         FROM UNNEST($1::uuid[], $2::uuid[], $3::varchar[], $4::int4[], $5::varchar[],
                     $6::varchar[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::jsonb[],
-                    $11::text[], $12::uuid[], $13::int4[], $14::float8[])
+                    $11::text[], $12::uuid[], $13::int4[], $14::float8[], $15::varchar[],
+                    $16::varchar[])
              AS t(id, workflow_id, name, version, status, trigger_type, trigger_data, snapshot,
-                  input, output, error, triggered_by, remaining, timeout)
+                  input, output, error, triggered_by, remaining, timeout, traceparent,
+                  tracestate)
         RETURNING workflow_id, status, created_at
         "#,
         &ids,
@@ -135,6 +144,8 @@ pub async fn start(conn: &mut PgConnection, executions: &[StartedExecution<'_>])
         &triggered_by as &[Option<Uuid>],
         &remaining,
         &timeouts as &[Option<f64>],
+        &traceparents as &[Option<&str>],
+        &tracestates as &[Option<&str>],
     )
     .fetch_all(&mut *conn)
     .await?;

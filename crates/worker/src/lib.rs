@@ -19,12 +19,13 @@ use std::time::Duration;
 // The prelude brings the builder's extension traits (concurrency, parallelize) into scope.
 use apalis::prelude::*;
 use apalis_postgres::Config;
-use quantumflow_engine::{Attempt, Begin, Engine, EngineError};
+use quantumflow_engine::{Attempt, Begin, Engine, EngineError, TraceContext};
 use quantumflow_netguard::{Client, Policy};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use status::WorkerStatus;
 
@@ -166,7 +167,21 @@ pub enum WorkerError {
 /// and attempt fencing keeps that safe.
 async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
     let _slot = meters::Slot::take();
-    let span = node_span(job.execution_id, job.node_run_id);
+    // The execution's trace must be known before its span is entered: a span's parent cannot
+    // change once it has started. A failure here only costs the link; `begin` meets the same
+    // database and decides what the job does.
+    let trace = match runtime.engine.trace_of(job.execution_id).await {
+        Ok(trace) => trace,
+        Err(err) => {
+            tracing::debug!(
+                execution.id = %job.execution_id,
+                error = %err,
+                "cannot read the execution's trace context"
+            );
+            None
+        }
+    };
+    let span = node_span(job.execution_id, job.node_run_id, trace.as_ref());
     let begun = runtime.engine.begin(&job).instrument(span.clone()).await?;
     let Begin::Run(mut attempt) = begun else {
         return Ok(());
@@ -184,19 +199,32 @@ async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxD
             return Ok(());
         }
         attempt = next;
-        span = node_span(attempt.claim.execution_id, attempt.claim.id);
+        span = node_span(attempt.claim.execution_id, attempt.claim.id, trace.as_ref());
     }
 }
 
-fn node_span(execution_id: uuid::Uuid, node_run_id: uuid::Uuid) -> tracing::Span {
-    tracing::info_span!(
+/// The span of one node run; a child of the execution's span when the execution has a trace.
+fn node_span(
+    execution_id: uuid::Uuid,
+    node_run_id: uuid::Uuid,
+    trace: Option<&TraceContext>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
         "node_run",
+        otel.status_code = tracing::field::Empty,
         execution.id = %execution_id,
         node_run.id = %node_run_id,
         node.name = tracing::field::Empty,
         node.r#type = tracing::field::Empty,
         attempt = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(trace) = trace {
+        // Fails only when no OpenTelemetry layer is installed: there is no trace to join.
+        let _ = span.set_parent(trace.parent());
+    }
+    quantumflow_engine::trace::record_trace_id(&span);
+    span
 }
 
 /// Runs one claimed attempt and reports it; returns the successor to run next, if any.
@@ -225,7 +253,13 @@ async fn run_attempt(
                 .succeed(attempt, done.output, done.hold)
                 .await
         }
-        Some(Err(failure)) => runtime.engine.fail(attempt, &failure).await.map(|()| None),
-        None => runtime.engine.expire(attempt).await.map(|()| None),
+        Some(Err(failure)) => {
+            span.record("otel.status_code", "error");
+            runtime.engine.fail(attempt, &failure).await.map(|()| None)
+        }
+        None => {
+            span.record("otel.status_code", "error");
+            runtime.engine.expire(attempt).await.map(|()| None)
+        }
     }
 }

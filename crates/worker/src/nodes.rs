@@ -133,8 +133,13 @@ async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> 
 
 /// The http and slack actions.
 pub mod http {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry_http::HeaderInjector;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
     use quantumflow_netguard::{Client, Error, Refused};
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
 
     use super::{Attempt, MAX_RESPONSE_BYTES, Map, NodeFailure, Value, fail, json};
 
@@ -183,6 +188,8 @@ pub mod http {
         let key = HeaderValue::from_str(&attempt.idempotency_key())
             .map_err(|_| fail("bad key", false))?;
         headers.insert("idempotency-key", key);
+        let span = client_span(&method, url);
+        add_trace_headers(&span, &mut headers);
 
         let mut request = http
             .request(method, url)
@@ -198,13 +205,20 @@ pub mod http {
             Some(json) => request.json(json),
             None => request,
         };
-        let response = request.send().await.map_err(|e| send_failed(&e, url))?;
         let accepted = |status: u16| match config.get("accept_status") {
             Some(Value::String(any)) if any == "any" => true,
             Some(Value::Array(list)) => list.iter().any(|s| s.as_u64() == Some(u64::from(status))),
             _ => false,
         };
-        read(response, url, accepted).await
+        async {
+            let response = request.send().await.map_err(|e| {
+                tracing::Span::current().record("otel.status_code", "error");
+                send_failed(&e, url)
+            })?;
+            read(response, url, accepted).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// `config`: `channel` and `message`; the incoming-webhook URL comes from the connector's
@@ -232,7 +246,10 @@ pub mod http {
         }
         // The webhook URL is a credential: no message here may quote it.
         let target = "the Slack webhook";
-        let response = http
+        let span = client_span(&reqwest::Method::POST, url);
+        let mut trace_headers = HeaderMap::new();
+        add_trace_headers(&span, &mut trace_headers);
+        let request = http
             .request(reqwest::Method::POST, url)
             .map_err(|e| match e {
                 Error::InvalidUrl(e) => fail(
@@ -242,11 +259,54 @@ pub mod http {
                 other => not_sent(&other, target),
             })?
             .header("idempotency-key", attempt.idempotency_key())
-            .json(&payload)
-            .send()
-            .await
-            .map_err(|e| send_failed(&e, target))?;
-        read(response, target, |_| false).await
+            .headers(trace_headers)
+            .json(&payload);
+        async {
+            let response = request.send().await.map_err(|e| {
+                tracing::Span::current().record("otel.status_code", "error");
+                send_failed(&e, target)
+            })?;
+            read(response, target, |_| false).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The span of one outgoing request, named and with fields as OpenTelemetry's HTTP client
+    /// conventions have them. Of the URL only the host and port are kept: the path or query of
+    /// a webhook URL is often its credential.
+    fn client_span(method: &reqwest::Method, url: &str) -> tracing::Span {
+        let url = reqwest::Url::parse(url).ok();
+        let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
+        let port = url.as_ref().and_then(reqwest::Url::port_or_known_default);
+        tracing::info_span!(
+            "http.client",
+            otel.name = method.as_str(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method.as_str(),
+            server.address = host,
+            server.port = port,
+            http.response.status_code = tracing::field::Empty,
+        )
+    }
+
+    /// Adds `span`'s W3C trace context to `headers`, so the receiver can join the trace. A
+    /// `traceparent` the node's config sets wins, with whatever `tracestate` the config sets
+    /// beside it: the workflow's author chose to continue another trace. A config that sets
+    /// only `tracestate` keeps it next to ours.
+    fn add_trace_headers(span: &tracing::Span, headers: &mut HeaderMap) {
+        if headers.contains_key("traceparent") {
+            return;
+        }
+        let mut ours = HeaderMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&span.context(), &mut HeaderInjector(&mut ours));
+        for (name, value) in ours {
+            if let Some(name) = name {
+                headers.entry(name).or_insert(value);
+            }
+        }
     }
 
     /// A request that was never started: its host is a refused address.
@@ -282,6 +342,11 @@ pub mod http {
         accepted: impl Fn(u16) -> bool,
     ) -> Result<Value, NodeFailure> {
         let status = response.status();
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_client_error() || status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
         let mut headers = Map::new();
         for (name, value) in response.headers() {
             headers.insert(

@@ -12,4 +12,5 @@ mod migrate;
 mod outbound;
 mod receiver;
 mod support;
+mod traces;
 mod up;

@@ -14,6 +14,7 @@ pub(crate) struct Received {
     pub(crate) path: String,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) authorization: Option<String>,
+    pub(crate) traceparent: Option<String>,
     pub(crate) body: Value,
 }
 
@@ -50,6 +51,7 @@ impl Receiver {
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
                     let (mut length, mut key, mut authorization) = (0usize, None, None);
+                    let mut traceparent = None;
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
@@ -64,6 +66,7 @@ impl Receiver {
                             "content-length" => length = value.trim().parse().unwrap_or(0),
                             "idempotency-key" => key = Some(value.trim().to_owned()),
                             "authorization" => authorization = Some(value.trim().to_owned()),
+                            "traceparent" => traceparent = Some(value.trim().to_owned()),
                             _ => {}
                         }
                     }
@@ -76,6 +79,7 @@ impl Receiver {
                         path,
                         idempotency_key: key,
                         authorization,
+                        traceparent,
                         body,
                     };
                     let (status, pause) = {

@@ -330,6 +330,8 @@ const COLUMNS: &[(&str, &str, &str, Option<&str>)] = &[
     ),
     ("executions", "trigger_type", "character varying(50)", None),
     ("executions", "trigger_data", "jsonb", Some("'{}'::jsonb")),
+    ("executions", "traceparent", "character varying(55)", None),
+    ("executions", "tracestate", "character varying(512)", None),
     ("executions", "workflow_snapshot", "jsonb", None),
     ("executions", "input_data", "jsonb", Some("'{}'::jsonb")),
     ("executions", "output_data", "jsonb", Some("'{}'::jsonb")),
@@ -710,7 +712,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5, 6, 7, 8, 9]
+        [3, 4, 5, 6, 7, 8, 9, 10]
     );
 }
 

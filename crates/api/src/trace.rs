@@ -1,0 +1,16 @@
+//! Reading the W3C trace context (`traceparent`, `tracestate`) a request arrives with.
+
+use axum::http::HeaderMap;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+/// The caller's span, when the request names one. Without a `traceparent` header nothing is
+/// parsed, which keeps the common case free; a header that cannot be read gives an empty
+/// context, under which the request's span starts a new trace.
+pub fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
+    Some(TraceContextPropagator::new().extract(&HeaderExtractor(headers)))
+}

@@ -1,0 +1,4 @@
+-- Executions forget the trace they ran under.
+ALTER TABLE executions
+    DROP COLUMN tracestate,
+    DROP COLUMN traceparent;
