@@ -2,11 +2,16 @@
 //!
 //! `/healthz` answers as long as the process serves HTTP; it never touches the database, so a
 //! database outage does not make an orchestrator restart healthy processes. `/readyz` answers
-//! 200 only when the database is reachable and has every migration this binary needs.
+//! 200 only when the database is reachable and has every migration this binary needs, and the
+//! process is not shutting down: from the moment it begins to drain, `/readyz` answers 503 so
+//! load balancers stop sending it traffic while it still serves what they send meanwhile.
 //!
 //! Migrations newer than the binary do not make it unready: migrations are written
 //! expand-then-contract, so during a rolling deploy the old processes keep serving on the
 //! new schema until they are replaced.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -17,6 +22,22 @@ use sqlx::PgPool;
 
 use crate::openapi::DatabaseErrors;
 use crate::{ApiError, AppState};
+
+/// Whether the process is shutting down; shared by every clone of the state.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Marks the process as shutting down; `/readyz` answers 503 from now on.
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Draining::begin`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// The body of `GET /healthz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,7 +72,7 @@ pub async fn healthz() -> Json<Liveness> {
 }
 
 /// `GET /readyz`: the database is reachable and fully migrated; 503 when it is unreachable
-/// or lacks a migration.
+/// or lacks a migration, or when the process is shutting down.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -63,6 +84,11 @@ pub async fn healthz() -> Json<Liveness> {
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    if state.draining.is_draining() {
+        return Err(ApiError::Unavailable(
+            "draining: this process is shutting down and takes no new traffic".to_owned(),
+        ));
+    }
     Ok(Json(Readiness {
         status: "ready",
         schema: schema_versions(&state.pool).await?,

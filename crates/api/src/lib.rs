@@ -88,6 +88,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// How long one request may take, body included, before it is answered with 408.
     pub request_timeout: Duration,
+    /// Set when the process begins to shut down, making `/readyz` answer 503.
+    pub draining: health::Draining,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
             keyring: None,
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
             request_timeout: REQUEST_TIMEOUT,
+            draining: health::Draining::default(),
         }
     }
 

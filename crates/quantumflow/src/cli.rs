@@ -128,6 +128,13 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
     pub(crate) max_body_bytes: u64,
 
+    /// Seconds the API keeps serving after SIGTERM, with /readyz answering 503, so that load
+    /// balancers stop sending requests before it stops accepting them; the requests in flight
+    /// then finish (each within the 30 s request timeout) before the process exits.
+    #[arg(long, value_name = "SECONDS", env = "QUANTUMFLOW_SHUTDOWN_DELAY", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub(crate) shutdown_delay: u64,
+
     #[command(flatten)]
     pub(crate) keys: CredentialKeysArgs,
 }
@@ -139,6 +146,16 @@ impl ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ShutdownGraceArgs {
+    /// Seconds the nodes running at SIGTERM may take to finish; nodes still running then are
+    /// stopped and their node runs handed back to the queue, which takes up to 4 s more. Jobs
+    /// fetched but not started are handed back at once.
+    #[arg(long = "shutdown-grace", value_name = "SECONDS", env = "QUANTUMFLOW_SHUTDOWN_GRACE",
+          default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub(crate) seconds: u64,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
@@ -147,6 +164,9 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "QUANTUMFLOW_WORKERS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) workers: u32,
+
+    #[command(flatten)]
+    pub(crate) shutdown_grace: ShutdownGraceArgs,
 
     // `up` allows loopback on top of these blocks; see `Command::Up`.
     #[command(flatten)]
@@ -163,6 +183,9 @@ pub(crate) struct WorkerArgs {
     /// Address of the worker's admin listener: `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "QUANTUMFLOW_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     pub(crate) admin_listen: SocketAddr,
+
+    #[command(flatten)]
+    pub(crate) shutdown_grace: ShutdownGraceArgs,
 
     #[command(flatten)]
     pub(crate) outbound: OutboundArgs,

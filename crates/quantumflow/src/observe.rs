@@ -236,6 +236,9 @@ async fn worker_ready(State(admin): State<Admin>) -> Response {
 }
 
 async fn check_worker(admin: &Admin) -> Result<Value, String> {
+    if admin.status.is_draining() {
+        return Err("draining: this worker is shutting down and fetches no new jobs".to_owned());
+    }
     let versions = quantumflow_api::health::schema_versions(&admin.pool)
         .await
         .map_err(|err| err.to_string())?;

@@ -10,9 +10,22 @@
 //! worker is woken: a notification that came in during a fetch makes the worker fetch again
 //! if that fetch found nothing, and the listener reconnects after the database comes back and
 //! fetches once it listens again, since notifications sent while nobody listened are gone.
+//!
+//! Two more changes keep a worker useful across a database outage and a shutdown:
+//!
+//! - `Persisted` turns any error of its store into the state `Dead`, after which the worker
+//!   fetches nothing until the process restarts. [`Store`] therefore waits out errors that mean
+//!   the database is unreachable, retrying with capped exponential backoff, so the state machine
+//!   only ever sees success; any other error still stops the worker.
+//! - `Persisted` keeps the rest of a fetched batch to itself and gives it back to the queue only
+//!   after every node in flight has finished, which on shutdown may be most of the grace
+//!   period. The batch is kept in [`Fetched`] instead, which [`crate::run`] empties and hands
+//!   back the moment shutdown begins.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +42,7 @@ use apalis_core::worker::context::WorkerContext;
 use apalis_postgres::{Config, Error, PgTask, queries};
 use futures_util::task::AtomicWaker;
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
+use quantumflow_storage::is_unavailable;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -36,12 +50,16 @@ use sqlx::postgres::PgListener;
 /// The channel apalis-postgres's insert trigger notifies.
 const INSERT_CHANNEL: &str = "apalis::job::insert";
 
-/// The longest wait between attempts to listen again while the database is unreachable.
-const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to reach the database while it is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The first wait after the database turns out to be unreachable.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Fetches [`NodeRunJob`]s for one worker.
 pub(crate) struct NodeRunBackend {
     persisted: Persisted<Store>,
+    fetched: Arc<Fetched>,
     codec: JsonCodec,
     signal: Arc<Signal>,
     listener: tokio::task::JoinHandle<()>,
@@ -64,6 +82,39 @@ impl Signal {
     }
 }
 
+/// Jobs this worker fetched and has not yet handed to a handler.
+#[derive(Default)]
+pub(crate) struct Fetched {
+    inner: Mutex<FetchedJobs>,
+}
+
+#[derive(Default)]
+struct FetchedJobs {
+    /// Set at shutdown: nothing more is handed out or fetched.
+    closed: bool,
+    jobs: VecDeque<PgTask>,
+}
+
+impl Fetched {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FetchedJobs> {
+        // The critical sections only move jobs between queues, so a panic cannot leave them
+        // half-done.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops handing out jobs and returns the ids of those not handed out. Each job is either
+    /// started by a handler or returned here, never both.
+    pub(crate) fn close(&self) -> Vec<String> {
+        let mut fetched = self.lock();
+        fetched.closed = true;
+        fetched
+            .jobs
+            .drain(..)
+            .filter_map(|job| job.task_id().map(ToString::to_string))
+            .collect()
+    }
+}
+
 impl NodeRunBackend {
     /// Starts listening for new jobs; must be called inside the Tokio runtime.
     pub(crate) fn new(pool: &PgPool, config: Config) -> Self {
@@ -74,11 +125,17 @@ impl NodeRunBackend {
                 pool: pool.clone(),
                 config,
             }),
+            fetched: Arc::default(),
             codec: JsonCodec::default(),
             signal,
             listener,
             missed: false,
         }
+    }
+
+    /// The jobs fetched but not yet started, for handing them back at shutdown.
+    pub(crate) fn fetched(&self) -> Arc<Fetched> {
+        Arc::clone(&self.fetched)
     }
 }
 
@@ -91,18 +148,23 @@ impl Drop for NodeRunBackend {
 /// Holds a LISTEN connection open for as long as the worker runs, raising the signal for every
 /// notification on this queue, and once each time it starts listening.
 async fn listen(pool: PgPool, signal: Arc<Signal>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         let mut listener = match connect(&pool).await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!(error.message = %err, retry_in = ?backoff, "cannot listen for jobs");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                let (attempt, delay) = backoff.fail();
+                tracing::warn!(
+                    error.message = %err,
+                    attempt,
+                    retry_in = ?delay,
+                    "cannot listen for jobs"
+                );
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff = Backoff::default();
         // Jobs queued before LISTEN took effect notified nobody.
         signal.raise();
         loop {
@@ -120,6 +182,68 @@ async fn listen(pool: PgPool, signal: Arc<Signal>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Capped exponential backoff between attempts to reach the database.
+struct Backoff {
+    failures: u32,
+    delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            failures: 0,
+            delay: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// Counts a failed attempt; returns its number and how long to wait before the next.
+    fn fail(&mut self) -> (u32, Duration) {
+        self.failures += 1;
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        (self.failures, delay)
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails for a reason other than an unreachable database.
+/// Waiting here, rather than failing, keeps `Persisted` out of its `Dead` state: the worker
+/// carries on where it stopped once the database is back.
+async fn patiently<T, F, Fut>(operation: &'static str, mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        match attempt().await {
+            Err(Error::Database(err)) if is_unavailable(&err) => {
+                let (attempt, delay) = backoff.fail();
+                tracing::warn!(
+                    operation,
+                    attempt,
+                    retry_in = ?delay,
+                    error.message = %err,
+                    "the queue's database is unreachable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Ok(value) => {
+                if backoff.failures > 0 {
+                    tracing::info!(
+                        operation,
+                        failed_attempts = backoff.failures,
+                        "the queue's database is reachable again"
+                    );
+                }
+                return Ok(value);
+            }
+            Err(err) => return Err(err),
         }
     }
 }
@@ -158,6 +282,16 @@ impl Backend for NodeRunBackend {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<PgTask, Error>>> {
+        {
+            let mut fetched = self.fetched.lock();
+            if fetched.closed {
+                return Poll::Pending;
+            }
+            if let Some(job) = fetched.jobs.pop_front() {
+                return Poll::Ready(Some(Ok(job)));
+            }
+        }
+
         // Registered before the flag is read, so a notification after the read wakes us again.
         self.signal.waker.register(cx.waker());
         let was_fetching = matches!(self.persisted.state(), State::Fetch(_));
@@ -180,6 +314,11 @@ impl Backend for NodeRunBackend {
             // A fetch started after every notification read so far, or a batch is being
             // handed out and the next poll fetches anyway.
             _ => self.missed = false,
+        }
+        if let State::Buffered(rest) = self.persisted.state_mut() {
+            let rest = std::mem::take(rest);
+            *self.persisted.state_mut() = State::Ready;
+            self.fetched.lock().jobs.extend(rest);
         }
         polled
     }
@@ -292,19 +431,18 @@ impl Store {
     }
 }
 
-impl Persistence for Store {
-    type Compact = Vec<u8>;
-    type Response = Value;
-    type Error = Error;
-
-    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+impl Store {
+    async fn register_once(&self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
         // Worker names are unique per process start (`worker_name`), so a conflict means two
-        // processes were given the same name.
+        // processes were given the same name; a retry after a lost commit finds its own row.
         let inserted = sqlx::query(
             "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) \
-             VALUES ($1, $2, 'PgStorage', $3, now()) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, 'PgStorage', $3, now()) \
+             ON CONFLICT (id) DO UPDATE SET last_seen = now() \
+             WHERE apalis.workers.worker_type = EXCLUDED.worker_type \
+               AND apalis.workers.layers = EXCLUDED.layers",
         )
         .bind(worker.name())
         .bind(self.queue())
@@ -319,7 +457,7 @@ impl Persistence for Store {
         Ok(())
     }
 
-    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+    async fn heartbeat_once(&self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         queries::keep_alive(&mut *tx, self.queue(), worker).await?;
         let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
@@ -334,7 +472,7 @@ impl Persistence for Store {
         Ok(())
     }
 
-    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
+    async fn fetch_once(&self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
         let rows: Vec<FetchedJob> = sqlx::query_as(FETCH_SQL)
             .bind(worker.name())
             .bind(self.queue())
@@ -346,9 +484,9 @@ impl Persistence for Store {
             .collect()
     }
 
-    async fn handle_events(
-        &mut self,
-        events: Vec<TaskEvent<Value>>,
+    async fn handle_events_once(
+        &self,
+        events: &[TaskEvent<Value>],
         worker: &WorkerContext,
     ) -> Result<(), Error> {
         let done: Vec<&TaskResult<Value>> = events
@@ -382,6 +520,54 @@ impl Persistence for Store {
         Ok(())
     }
 
+    async fn reenqueue_abandoned_once(
+        &self,
+        ids: &[String],
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let count =
+            queries::reenqueue_abandoned(&mut *tx, self.queue(), worker.name(), ids).await?;
+        if count as usize != ids.len() {
+            return Err(Error::ReenqueueMismatch {
+                queued: ids.len(),
+                abandoned: count as usize,
+            });
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+impl Persistence for Store {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = Error;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        patiently("register", || self.register_once(worker)).await
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        patiently("heartbeat", || self.heartbeat_once(worker)).await
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
+        patiently("fetch", || self.fetch_once(worker)).await
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        // Kept until written: a lost result would leave its job looking taken for good.
+        patiently("record results", || {
+            self.handle_events_once(&events, worker)
+        })
+        .await
+    }
+
     async fn reenqueue_abandoned(
         &mut self,
         tasks: Vec<PgTask>,
@@ -391,17 +577,7 @@ impl Persistence for Store {
             .iter()
             .filter_map(|task| task.task_id().map(ToString::to_string))
             .collect();
-        let mut tx = self.pool.begin().await?;
-        let count =
-            queries::reenqueue_abandoned(&mut *tx, self.queue(), worker.name(), &ids).await?;
-        if count as usize != tasks.len() {
-            return Err(Error::ReenqueueMismatch {
-                queued: tasks.len(),
-                abandoned: count as usize,
-            });
-        }
-        tx.commit().await?;
-        Ok(count)
+        patiently("hand back", || self.reenqueue_abandoned_once(&ids, worker)).await
     }
 
     async fn push_tasks(&mut self, tasks: Vec<PgTask>) -> Result<(), Error> {
@@ -409,5 +585,68 @@ impl Persistence for Store {
         queries::push_tasks(&mut *tx, self.queue(), tasks).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Gives jobs locked by `worker` and not yet finished back to the queue and wakes the idle
+/// workers: all of them, or only those with the ids in `only`. The attempts are not counted:
+/// none of these jobs ran, or each handed its node run back itself. Returns how many jobs went
+/// back.
+pub(crate) async fn release(
+    pool: &PgPool,
+    worker: &str,
+    only: Option<&[String]>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released = sqlx::query(
+        "UPDATE apalis.jobs \
+         SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+         WHERE lock_by = $1 \
+           AND job_type = $2 \
+           AND status IN ('Queued', 'Running') \
+           AND ($3::text[] IS NULL OR id = ANY($3))",
+    )
+    .bind(worker)
+    .bind(NODE_RUN_QUEUE)
+    .bind(only)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if released > 0 {
+        // The queue notifies only for inserted jobs; these were updated. Sent at commit.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(INSERT_CHANNEL)
+            .bind(serde_json::json!({ "job_type": NODE_RUN_QUEUE }).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(released)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_delay_up_to_the_cap() {
+        let mut backoff = Backoff::default();
+
+        let delays: Vec<(u32, Duration)> = (0..8).map(|_| backoff.fail()).collect();
+
+        let ms = Duration::from_millis;
+        assert_eq!(
+            delays,
+            [
+                (1, ms(100)),
+                (2, ms(200)),
+                (3, ms(400)),
+                (4, ms(800)),
+                (5, ms(1600)),
+                (6, ms(3200)),
+                (7, MAX_BACKOFF),
+                (8, MAX_BACKOFF),
+            ]
+        );
     }
 }

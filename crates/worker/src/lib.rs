@@ -4,6 +4,28 @@
 //! through apalis-postgres, so one job goes to one worker at a time. What a job does to the
 //! database is decided by [`quantumflow_engine`]; this crate runs the node itself ([`nodes`])
 //! and drives the queue: worker identity, heartbeats, concurrency and shutdown.
+//!
+//! # Shutdown
+//!
+//! When the `shutdown` future given to [`run`] completes, the worker:
+//!
+//! 1. stops fetching, and gives the jobs it fetched but has not started back to the queue at
+//!    once, waking idle workers, so they run elsewhere without waiting for any timeout;
+//! 2. lets the nodes in flight finish for up to [`WorkerConfig::shutdown_grace`]; a chain
+//!    stops at its next node, which goes back to the queue;
+//! 3. when the grace period ends, stops the nodes still running and hands each node run back
+//!    to the queue. The engine's attempt fencing keeps the stopped attempt from recording
+//!    anything, so the node run ends with one result; the node itself runs again elsewhere, so
+//!    a call it had already sent is sent again, with the same `Idempotency-Key`;
+//! 4. gives back whatever it still holds and returns. Should the database be unreachable
+//!    throughout, it returns [`HAND_BACK_TIME`] after the grace period anyway, and the jobs it
+//!    held run elsewhere once the other workers notice its heartbeat has stopped.
+//!
+//! # Database outages
+//!
+//! A worker outlives an unreachable database: it retries with capped exponential backoff,
+//! logging each attempt, and picks up where it stopped when the database returns. A node run
+//! whose result could not be recorded is delivered again and claimed anew.
 
 mod backend;
 pub mod meters;
@@ -24,6 +46,7 @@ use quantumflow_netguard::{Client, Policy};
 use quantumflow_queue::{NODE_RUN_QUEUE, NodeRunJob};
 use quantumflow_secrets::Keyring;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -35,6 +58,13 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Heartbeats a worker may miss before its jobs are handed to others.
 pub const MISSED_HEARTBEATS: usize = 4;
+
+/// How long nodes in flight may take to finish once shutdown begins, unless configured: with
+/// [`HAND_BACK_TIME`] it fits Kubernetes' default termination grace period of 30 s.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// How long a worker waits, after the grace period, to hand back the node runs it stopped.
+pub const HAND_BACK_TIME: Duration = Duration::from_secs(4);
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -51,6 +81,9 @@ pub struct WorkerConfig {
     pub keyring: Option<Arc<Keyring>>,
     /// Shows the worker's state to the process's readiness probe.
     pub status: WorkerStatus,
+    /// How long nodes in flight may run on after shutdown begins; those still running then
+    /// are stopped and handed back.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -61,6 +94,7 @@ impl Default for WorkerConfig {
             outbound: Policy::default(),
             keyring: None,
             status: WorkerStatus::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -72,6 +106,8 @@ struct Runtime {
     http: Client,
     /// Set once shutdown begins: nodes in flight finish, but chains stop at the next node.
     draining: AtomicBool,
+    /// Set when the grace period ends: nodes still running stop and are handed back.
+    interrupted: watch::Sender<bool>,
 }
 
 /// A name unique to this process start: a restarted process must not inherit the identity of
@@ -81,8 +117,8 @@ pub fn worker_name() -> String {
     format!("{host}-{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Runs a worker until `shutdown` completes; then it stops fetching, finishes the nodes in
-/// flight and returns.
+/// Runs a worker until `shutdown` completes; then it stops fetching and winds down as the
+/// [crate documentation](crate#shutdown) describes.
 pub async fn run(
     pool: PgPool,
     config: &WorkerConfig,
@@ -93,6 +129,7 @@ pub async fn run(
         engine: Engine::new(pool.clone()).with_keyring(config.keyring.clone()),
         http,
         draining: AtomicBool::new(false),
+        interrupted: watch::Sender::new(false),
     });
 
     let queue = Config::default()
@@ -107,6 +144,7 @@ pub async fn run(
     // inserted, and the engine for delayed jobs when they fall due. The heartbeat's fetch is
     // the fallback if the listening connection is down.
     let backend = backend::NodeRunBackend::new(&pool, queue);
+    let fetched = backend.fetched();
     let name = worker_name();
     config.status.started_as(&name);
     meters::slots(config.concurrency);
@@ -119,6 +157,7 @@ pub async fn run(
     tracing::info!(
         worker = %name,
         concurrency = config.concurrency,
+        shutdown_grace = ?config.shutdown_grace,
         allow_outbound = %allowed.join(","),
         credential_kids = %config
             .keyring
@@ -129,25 +168,83 @@ pub async fn run(
     );
 
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
-    let draining = Arc::clone(&runtime);
+    let (stopping, stopped) = watch::channel(false);
+    let signal = {
+        let runtime = Arc::clone(&runtime);
+        let (pool, name, status) = (pool.clone(), name.clone(), config.status.clone());
+        async move {
+            shutdown.await;
+            runtime.draining.store(true, Ordering::SeqCst);
+            status.begin_draining();
+            let unstarted = fetched.close();
+            let _ = stopping.send(true);
+            tracing::info!(worker = %name, unstarted = unstarted.len(), "worker draining");
+            if !unstarted.is_empty() {
+                // Not awaited: the worker must stop fetching now, whatever the database does.
+                tokio::spawn(async move { give_back(&pool, &name, Some(&unstarted)).await });
+            }
+            Ok::<(), std::io::Error>(())
+        }
+    };
     let worker = WorkerBuilder::new(WorkerContext::new(&name))
         .backend(backend)
-        .data(runtime)
+        .data(Arc::clone(&runtime))
         .concurrency(config.concurrency)
         .parallelize(tokio::spawn)
         .build(handle);
-    let ran = worker
-        .run_until(async move {
-            shutdown.await;
-            draining.draining.store(true, Ordering::SeqCst);
-            Ok::<(), std::io::Error>(())
-        })
-        .await;
+    let wound_down = async {
+        worker
+            .run_until(signal)
+            .await
+            .map_err(|e| WorkerError::Queue(e.to_string()))?;
+        // A fetch cut short by the shutdown may have taken jobs that were never handed out.
+        give_back(&pool, &name, None).await;
+        Ok(())
+    };
+    let ran = tokio::select! {
+        ran = wound_down => ran,
+        () = deadline(stopped, &runtime, config.shutdown_grace) => {
+            tracing::warn!(
+                worker = %name,
+                "node runs could not be handed back in time; they run again once this \
+                 worker's heartbeat is missed"
+            );
+            Ok(())
+        }
+    };
     folding.abort();
     meters::slots(0);
-    ran.map_err(|e| WorkerError::Queue(e.to_string()))?;
+    ran?;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
+}
+
+/// Completes [`HAND_BACK_TIME`] after the grace period that starts when `stopped` turns true,
+/// interrupting the node runs still in flight when the grace period ends.
+async fn deadline(mut stopped: watch::Receiver<bool>, runtime: &Runtime, grace: Duration) {
+    if stopped.wait_for(|&stopped| stopped).await.is_err() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(grace).await;
+    tracing::warn!(
+        grace = ?grace,
+        "the shutdown grace period is over; stopping the node runs still in flight"
+    );
+    runtime.interrupted.send_replace(true);
+    tokio::time::sleep(HAND_BACK_TIME).await;
+}
+
+/// Hands jobs this worker holds back to the queue, logging what it could not.
+async fn give_back(pool: &PgPool, worker: &str, only: Option<&[String]>) {
+    match backend::release(pool, worker, only).await {
+        Ok(0) => {}
+        Ok(jobs) => tracing::info!(worker, jobs, "handed jobs back to the queue"),
+        Err(err) => tracing::warn!(
+            worker,
+            error.message = %err,
+            "cannot hand jobs back; they run again once this worker's heartbeat is missed"
+        ),
+    }
 }
 
 /// Why a worker stopped with an error.
@@ -239,11 +336,25 @@ async fn run_attempt(
 
     // The node's own timeout applies inside `nodes::run`; the execution's deadline may come
     // sooner, and then the whole execution fails, not just this attempt.
-    let run = nodes::run(attempt, &runtime.http);
     let started = std::time::Instant::now();
-    let ran = match attempt.time_left() {
-        Some(left) => tokio::time::timeout(left, run).await.ok(),
-        None => Some(run.await),
+    let run = async {
+        let run = nodes::run(attempt, &runtime.http);
+        match attempt.time_left() {
+            Some(left) => tokio::time::timeout(left, run).await.ok(),
+            None => Some(run.await),
+        }
+    };
+    let mut interrupted = runtime.interrupted.subscribe();
+    let interrupted = async move { interrupted.wait_for(|&stop| stop).await.is_ok() };
+    let ran = tokio::select! {
+        ran = run => ran,
+        true = interrupted => {
+            // The node's future is gone, so this attempt records nothing; its node run goes
+            // back to the queue for a worker that stays.
+            tracing::warn!("node stopped at the end of the shutdown grace period; handing it back");
+            runtime.engine.hand_back(attempt).await?;
+            return Ok(None);
+        }
     };
     meters::node_ran(attempt.node().kind, started.elapsed());
     match ran {

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use quantumflow_api::AppState;
@@ -13,7 +14,9 @@ use tokio::net::TcpListener;
 use crate::cli::ServeArgs;
 use crate::observe;
 
-/// Serves the API as `args` say until `shutdown` completes and in-flight requests finish.
+/// Serves the API as `args` say until `shutdown` completes, then drains: `/readyz` answers 503
+/// at once, the listener keeps accepting for `--shutdown-delay`, and the requests in flight
+/// finish.
 pub(crate) async fn run(
     pool: PgPool,
     args: &ServeArgs,
@@ -42,9 +45,21 @@ pub(crate) async fn run(
     let state = AppState::new(pool)
         .with_keyring(keyring)
         .with_max_body_bytes(max_body_bytes);
+    let draining = state.draining.clone();
+    let delay = Duration::from_secs(args.shutdown_delay);
+    let drain = async move {
+        shutdown.await;
+        draining.begin();
+        tracing::info!(
+            delay = ?delay,
+            "draining: /readyz answers 503; still accepting requests until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
+        tracing::info!("no longer accepting requests; finishing those in flight");
+    };
     // `/metrics` is the operator's, not the API's: it is left out of the OpenAPI document.
     let app = quantumflow_api::router(state).merge(metrics);
-    let served = quantumflow_api::serve(listener, app, shutdown).await;
+    let served = quantumflow_api::serve(listener, app, drain).await;
     folding.abort();
     upkeep.abort();
     served.context("the HTTP server failed")?;

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use quantumflow_localpg::LocalPg;
@@ -89,6 +90,7 @@ async fn serve_until_signal(
         concurrency: args.workers as usize,
         outbound: outbound_policy(args),
         keyring: Some(keyring),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace.seconds),
         ..WorkerConfig::default()
     };
     let worker = async {

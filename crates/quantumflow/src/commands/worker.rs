@@ -1,6 +1,7 @@
 //! `quantumflow worker`: a process that runs node jobs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use quantumflow_netguard::Policy;
@@ -26,6 +27,7 @@ pub(crate) async fn run(
         outbound: Policy::allowing(args.outbound.allow.iter().copied()),
         keyring,
         status: status.clone(),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace.seconds),
         ..WorkerConfig::default()
     };
 

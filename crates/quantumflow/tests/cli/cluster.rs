@@ -21,7 +21,7 @@ pub(crate) struct Cluster {
     /// The admin listener of each worker started, in order.
     pub(crate) admins: Vec<SocketAddr>,
     url: String,
-    worker_flags: &'static [&'static str],
+    worker_flags: Vec<&'static str>,
     /// `QUANTUMFLOW_CREDENTIAL_KEYS` of every process, if any.
     keys: Option<String>,
     processes: Vec<Child>,
@@ -49,14 +49,30 @@ impl Cluster {
         Self::launch(db, 2, &[], None).await
     }
 
+    /// A control plane and `workers` workers on the database at `url`, the workers started with
+    /// `flags` besides those letting them reach the tests' receivers.
+    pub(crate) async fn on(url: String, workers: usize, flags: &[&'static str]) -> Self {
+        let mut worker_flags = ALLOW_RECEIVERS.to_vec();
+        worker_flags.extend_from_slice(flags);
+        Self::launch_on(url, workers, worker_flags, None).await
+    }
+
     async fn launch(
         db: &TestDb,
         workers: usize,
         worker_flags: &'static [&'static str],
         keys: Option<String>,
     ) -> Self {
+        Self::launch_on(db.url(), workers, worker_flags.to_vec(), keys).await
+    }
+
+    async fn launch_on(
+        url: String,
+        workers: usize,
+        worker_flags: Vec<&'static str>,
+        keys: Option<String>,
+    ) -> Self {
         let api = free_address();
-        let url = db.url();
         let listen = api.to_string();
         let mut server = spawn(&url, keys.as_deref(), &["serve", "--listen", &listen]);
         wait_ready(&mut server, api).await;
@@ -74,13 +90,17 @@ impl Cluster {
         cluster
     }
 
-    /// Starts one more worker; returns its index for [`Cluster::kill`].
+    /// Starts one more worker; returns its index for [`Cluster::kill`]. Workers run four nodes
+    /// at once unless the cluster's flags say otherwise.
     pub(crate) fn add_worker(&mut self) -> usize {
         let admin = free_address();
         let listen = admin.to_string();
         self.admins.push(admin);
-        let mut args = vec!["worker", "--concurrency", "4", "--admin-listen", &listen];
-        args.extend_from_slice(self.worker_flags);
+        let mut args = vec!["worker", "--admin-listen", &listen];
+        if !self.worker_flags.contains(&"--concurrency") {
+            args.extend(["--concurrency", "4"]);
+        }
+        args.extend_from_slice(&self.worker_flags);
         self.processes
             .push(spawn(&self.url, self.keys.as_deref(), &args));
         self.processes.len() - 1
@@ -89,6 +109,17 @@ impl Cluster {
     /// Stops process `index` with SIGTERM and returns how it exited.
     pub(crate) fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
         terminate(&mut self.processes[index])
+    }
+
+    /// Sends SIGTERM to process `index` without waiting for it to exit.
+    pub(crate) fn signal(&self, index: usize) {
+        let pid = nix::unistd::Pid::from_raw(self.processes[index].id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    /// How process `index` exited, if it has.
+    pub(crate) fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.processes[index].try_wait().unwrap()
     }
 
     /// Kills process `index` with SIGKILL: no shutdown, no goodbye to the queue.
@@ -125,6 +156,11 @@ impl Drop for Cluster {
 /// The `admin` superuser that owns workflows created through the API, holding
 /// [`ADMIN_TOKEN`], which `send` presents.
 pub(crate) async fn admin(db: &TestDb) {
+    admin_in(db.pool()).await;
+}
+
+/// [`admin`] in the database of `pool`.
+pub(crate) async fn admin_in(pool: &sqlx::PgPool) {
     let new = NewUser {
         email: "admin@example.com",
         username: "admin",
@@ -132,8 +168,8 @@ pub(crate) async fn admin(db: &TestDb) {
         full_name: None,
         is_superuser: true,
     };
-    let admin = users::insert(db.pool(), &new).await.unwrap();
-    grant_admin_token(db.pool(), admin.id).await;
+    let admin = users::insert(pool, &new).await.unwrap();
+    grant_admin_token(pool, admin.id).await;
 }
 
 /// Gives user `id` the token [`ADMIN_TOKEN`], as `quantumflow token create` would give one.

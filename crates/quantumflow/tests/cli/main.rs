@@ -3,6 +3,7 @@
 mod accounts;
 mod cluster;
 mod credentials;
+mod drain;
 mod engine;
 mod errors;
 mod flows;

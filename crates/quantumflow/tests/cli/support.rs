@@ -14,6 +14,9 @@ pub(crate) fn quantumflow() -> Command {
         .env_remove("QUANTUMFLOW_DATA_DIR")
         .env_remove("QUANTUMFLOW_ALLOW_OUTBOUND")
         .env_remove("QUANTUMFLOW_CREDENTIAL_KEYS")
+        // Nothing balances load in front of the tests' servers, so none waits before it stops
+        // accepting; a test of that delay passes --shutdown-delay.
+        .env("QUANTUMFLOW_SHUTDOWN_DELAY", "0")
         .env("RUST_LOG", "warn");
     cmd.stdin(Stdio::null());
     cmd
@@ -73,6 +76,18 @@ pub(crate) async fn send(
     headers: &[(&str, &str)],
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    let (status, _, body) = exchange(address, method, path, headers, body).await;
+    (status, body)
+}
+
+/// As [`send`], also returning the response's header lines, names in lowercase.
+pub(crate) async fn exchange(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> (u16, Vec<(String, String)>, serde_json::Value) {
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
@@ -101,12 +116,16 @@ pub(crate) async fn send(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let raw = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
+    let (head, raw) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let header_lines = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
     (
         status,
+        header_lines,
         serde_json::from_str(raw).unwrap_or(serde_json::Value::Null),
     )
 }

@@ -1,0 +1,443 @@
+//! Stopping processes while they work, and taking the database away from under them.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quantumflow_localpg::{LocalPg, Options};
+use quantumflow_testkit::TestDb;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cluster::{Cluster, admin, admin_in, create_workflow, execute, finished_within};
+use crate::receiver::Receiver;
+use crate::support::{
+    exchange, free_address, get, quantumflow, run, scratch_dir, send, stderr, wait_ready,
+};
+
+/// How long a worker's jobs wait after it dies without a word, before the other workers take
+/// them over: four missed heartbeats of 15 s. Work handed back on shutdown must not wait that.
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A chain of a trigger and `calls` http nodes posting to `receiver`.
+fn chain(receiver: SocketAddr, calls: usize) -> Value {
+    let mut nodes = vec![json!({"name": "n0", "type": "trigger"})];
+    let mut edges = Vec::new();
+    for i in 1..=calls {
+        nodes.push(
+            json!({"name": format!("n{i}"), "type": "action", "config": {
+            "connector": "http", "method": "POST", "url": format!("http://{receiver}/n{i}")}}),
+        );
+        edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
+    }
+    json!({"name": "chain", "status": "active", "trigger_config": {"type": "manual"},
+           "nodes": nodes, "edges": edges})
+}
+
+/// Waits for `cluster`'s process `index` to exit, for at most `limit`.
+async fn exit_of(cluster: &mut Cluster, index: usize, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = cluster.exited(index) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {index} did not exit in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// Several threads: the receiver must keep answering while the test polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_under_load_hands_its_work_to_the_other_at_once() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let receiver = Receiver::start_with(Arc::new(|_, _| (200, Duration::from_millis(20)))).await;
+    let mut cluster = Cluster::on(db.url(), 2, &["--shutdown-grace", "10"]).await;
+    let workflow = create_workflow(cluster.api, &chain(receiver.address, 9)).await;
+    let mut executions = Vec::new();
+    for _ in 0..50 {
+        executions.push(execute(cluster.api, &workflow, &json!({})).await);
+    }
+    receiver.wait_for_requests(100).await;
+
+    let stopped_at = Instant::now();
+    cluster.signal(1);
+    let exit = exit_of(&mut cluster, 1, Duration::from_secs(20)).await;
+    let exited_after = stopped_at.elapsed();
+    let mut statuses = Vec::new();
+    for id in &executions {
+        let execution = finished_within(cluster.api, id, ORPHAN_TIMEOUT).await;
+        statuses.push(execution["status"].as_str().unwrap_or_default().to_owned());
+    }
+    let finished_after = stopped_at.elapsed();
+    let (runs, succeeded, distinct): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'success'), \
+                count(DISTINCT (execution_id, node_name)) \
+         FROM node_runs WHERE execution_id = ANY($1::uuid[])",
+    )
+    .bind(&executions)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let rescued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE last_result::text LIKE '%heartbeat timeout%'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let received = receiver.received();
+    let mut keys: Vec<_> = received.iter().map(|r| r.idempotency_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+
+    assert!(exit.success(), "{exit}");
+    assert!(
+        exited_after < Duration::from_secs(10),
+        "the worker took {exited_after:?}, longer than its grace period"
+    );
+    assert!(statuses.iter().all(|s| s == "success"), "{statuses:?}");
+    assert_eq!(
+        (runs, succeeded, distinct),
+        (500, 500, 500),
+        "one successful run of each node"
+    );
+    assert_eq!(received.len(), 450, "each http node called once");
+    assert_eq!(keys.len(), 450, "each http node called once");
+    assert_eq!(rescued, 0, "no job waited for the heartbeat timeout");
+    // The orphan timeout, or the idle fetch at each 15 s heartbeat, would take far longer.
+    assert!(
+        finished_after < Duration::from_secs(12),
+        "the handed-back work took {finished_after:?}"
+    );
+}
+
+// Several threads: the receiver must keep answering while the test polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_stopping_worker_fetched_but_never_started_run_elsewhere_at_once() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let receiver = Receiver::start_with(Arc::new(|request, _| {
+        let pause = if request.path == "/slow" { 5000 } else { 0 };
+        (200, Duration::from_millis(pause))
+    }))
+    .await;
+    let mut cluster = Cluster::on(db.url(), 0, &["--concurrency", "1"]).await;
+    let document = json!({
+        "name": "one call", "status": "active", "trigger_config": {"type": "manual"},
+        "nodes": [{"name": "start", "type": "trigger"},
+                  {"name": "call", "type": "action", "config": {
+                      "connector": "http", "method": "POST",
+                      "url": format!("http://{}/{{{{input.pace}}}}", receiver.address)}}],
+        "edges": [{"source": "start", "target": "call"}]
+    });
+    let workflow = create_workflow(cluster.api, &document).await;
+    let mut executions = vec![execute(cluster.api, &workflow, &json!({"pace": "slow"})).await];
+    for _ in 0..9 {
+        executions.push(execute(cluster.api, &workflow, &json!({"pace": "fast"})).await);
+    }
+    // One node at a time: the first worker runs the slow call and holds the rest of its batch.
+    let stopping = cluster.add_worker();
+    receiver.wait_for_requests(1).await;
+    // The second worker's first fetch finds nothing; only a wake-up can bring it work now.
+    cluster.add_worker();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    cluster.signal(stopping);
+    let (ready, readiness) = unready(cluster.admins[0]).await;
+    receiver.wait_for_requests(10).await;
+    let exited_before_the_rest_ran = cluster.exited(stopping);
+    let exit = exit_of(&mut cluster, stopping, Duration::from_secs(20)).await;
+    let mut statuses = Vec::new();
+    for id in &executions {
+        let execution = finished_within(cluster.api, id, ORPHAN_TIMEOUT).await;
+        statuses.push(execution["status"].as_str().unwrap_or_default().to_owned());
+    }
+    let received = receiver.received();
+
+    assert_eq!(received[0].path, "/slow");
+    assert_eq!(ready, 503, "{readiness}");
+    assert!(
+        readiness["detail"].as_str().unwrap().contains("draining"),
+        "{readiness}"
+    );
+    assert_eq!(
+        exited_before_the_rest_ran, None,
+        "the other jobs waited for the slow node to finish"
+    );
+    assert!(exit.success(), "{exit}");
+    assert!(statuses.iter().all(|s| s == "success"), "{statuses:?}");
+    assert_eq!(received.len(), 10, "each node called once: {received:?}");
+}
+
+// Several threads: the receiver must keep answering while the test polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_still_running_when_the_grace_period_ends_is_handed_back_and_run_again() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    // The first call hangs far beyond the grace period; the call made again answers at once.
+    let receiver = Receiver::start_with(Arc::new(|_, seen| {
+        let pause = if seen == 0 { 20 } else { 0 };
+        (200, Duration::from_secs(pause))
+    }))
+    .await;
+    let mut cluster = Cluster::on(db.url(), 1, &["--shutdown-grace", "1"]).await;
+    let workflow = create_workflow(cluster.api, &chain(receiver.address, 1)).await;
+    let execution = execute(cluster.api, &workflow, &json!({})).await;
+    receiver.wait_for_requests(1).await;
+
+    let stopped_at = Instant::now();
+    cluster.signal(1);
+    let exit = exit_of(&mut cluster, 1, Duration::from_secs(15)).await;
+    let exited_after = stopped_at.elapsed();
+    cluster.add_worker();
+    let finished = finished_within(cluster.api, &execution, Duration::from_secs(30)).await;
+    let runs: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT status, retry_count FROM node_runs \
+         WHERE execution_id = $1::uuid AND node_name = 'n1'",
+    )
+    .bind(&execution)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let received = receiver.received();
+
+    assert!(exit.success(), "{exit}");
+    assert!(
+        exited_after < Duration::from_secs(10),
+        "the worker waited {exited_after:?} for a node that runs 20 s"
+    );
+    assert_eq!(finished["status"], "success", "{finished:#}");
+    assert_eq!(runs, [("success".to_owned(), 0)], "one result, not a retry");
+    assert_eq!(received.len(), 2, "sent again after the stop");
+    assert_eq!(received[0].idempotency_key, received[1].idempotency_key);
+}
+
+/// What one webhook delivery got back.
+#[derive(Debug, Clone)]
+struct Sent {
+    status: u16,
+    retry_after: Option<String>,
+    execution_id: Option<String>,
+}
+
+/// Sends webhooks to `api` until `stop` is set, recording the status, `Retry-After` and
+/// execution id of each; a request that takes longer than the server's own 30 s request
+/// timeout is recorded as status 0.
+async fn send_webhooks(api: SocketAddr, stop: Arc<AtomicBool>, sent: Arc<Mutex<Vec<Sent>>>) {
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let body = json!({ "n": n });
+        let request = exchange(api, "POST", "/webhook/load", &[], Some(&body));
+        let outcome = match tokio::time::timeout(Duration::from_secs(35), request).await {
+            Ok((status, headers, body)) => {
+                let retry_after = headers
+                    .iter()
+                    .find(|(name, _)| name == "retry-after")
+                    .map(|(_, value)| value.clone());
+                let execution_id = body["execution_id"].as_str().map(ToOwned::to_owned);
+                Sent {
+                    status,
+                    retry_after,
+                    execution_id,
+                }
+            }
+            Err(_) => Sent {
+                status: 0,
+                retry_after: None,
+                execution_id: None,
+            },
+        };
+        sent.lock().unwrap().push(outcome);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn accepted(sent: &Mutex<Vec<Sent>>) -> usize {
+    sent.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.status == 202)
+        .count()
+}
+
+async fn wait_accepted(sent: &Mutex<Vec<Sent>>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted(sent) < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} accepted",
+            accepted(sent)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_rides_out_a_database_restart_under_load() {
+    let dir = scratch_dir();
+    let options = Options {
+        durable: false,
+        ..Options::new(dir.path(), "quantumflow")
+    };
+    let server = LocalPg::start(&options).await.unwrap();
+    let url = server.url();
+    let migrated = run(quantumflow()
+        .args(["migrate", "up"])
+        .env("DATABASE_URL", &url));
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    admin_in(&pool).await;
+    pool.close().await;
+    let mut cluster = Cluster::on(url, 2, &[]).await;
+    // Slow enough that nodes are in flight when the database goes, and finish during the
+    // outage: their results, and the fetches that follow, meet the missing database.
+    let receiver = Receiver::start_with(Arc::new(|_, _| (200, Duration::from_millis(300)))).await;
+    let document = json!({
+        "name": "load", "status": "active",
+        "trigger_config": {"type": "webhook",
+                           "config": {"method": "POST", "path": "/webhook/load"}},
+        "nodes": [{"name": "hook", "type": "trigger"},
+                  {"name": "call", "type": "action", "config": {
+                      "connector": "http", "method": "POST",
+                      "url": format!("http://{}/load", receiver.address)}}],
+        "edges": [{"source": "hook", "target": "call"}]
+    });
+    create_workflow(cluster.api, &document).await;
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let sender = tokio::spawn(send_webhooks(cluster.api, stop.clone(), sent.clone()));
+    wait_accepted(&sent, 20).await;
+    receiver.wait_for_requests(8).await;
+
+    server.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unready = get(cluster.api, "/readyz").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = LocalPg::start(&options).await.unwrap();
+    let before = accepted(&sent);
+    wait_accepted(&sent, before + 20).await;
+    stop.store(true, Ordering::SeqCst);
+    sender.await.unwrap();
+    let sent = sent.lock().unwrap().clone();
+    let mut unfinished = Vec::new();
+    for id in sent.iter().filter_map(|s| s.execution_id.as_ref()) {
+        let execution = finished_within(cluster.api, id, Duration::from_secs(60)).await;
+        if execution["status"] != "success" {
+            unfinished.push(execution);
+        }
+    }
+    let running: Vec<bool> = (0..3).map(|i| cluster.exited(i).is_none()).collect();
+    let ready = get(cluster.api, "/readyz").await.map(|(status, _)| status);
+    drop(cluster);
+    server.stop().await.unwrap();
+
+    let statuses: Vec<u16> = sent.iter().map(|s| s.status).collect();
+    assert!(
+        statuses.iter().all(|s| matches!(s, 202 | 503)),
+        "only 202 and 503: {statuses:?}"
+    );
+    let refused: Vec<_> = sent.iter().filter(|s| s.status == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "no request met the outage: {statuses:?}"
+    );
+    assert!(
+        refused.iter().all(|s| s.retry_after.is_some()),
+        "a 503 without Retry-After: {refused:?}"
+    );
+    assert_eq!(unready.map(|(status, _)| status), Some(503));
+    assert!(unfinished.is_empty(), "{unfinished:#?}");
+    assert_eq!(running, [true, true, true], "no process stopped");
+    assert_eq!(ready, Some(200));
+}
+
+#[tokio::test]
+async fn sigterm_makes_the_control_plane_unready_and_it_finishes_the_request_in_flight() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let api = free_address();
+    let mut server = quantumflow()
+        .args([
+            "serve",
+            "--listen",
+            &api.to_string(),
+            "--shutdown-delay",
+            "2",
+        ])
+        .env("DATABASE_URL", db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut server, api).await;
+    let body = json!({"name": "slow upload", "status": "active",
+                      "trigger_config": {"type": "manual"},
+                      "nodes": [{"name": "start", "type": "trigger"}], "edges": []})
+    .to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut upload = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /api/v1/workflows HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{first}",
+        crate::support::ADMIN_TOKEN,
+        body.len()
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = nix::unistd::Pid::from_raw(server.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let unready = loop {
+        match get(api, "/readyz").await {
+            Some((503, body)) => break Some(body),
+            _ if Instant::now() > deadline => break None,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let alive = get(api, "/healthz").await.map(|(status, _)| status);
+    // Past the delay the listener is closed, and only the upload is left.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let refused = get(api, "/healthz").await;
+    upload.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    upload.read_to_string(&mut response).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workflows WHERE name = 'slow upload'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+
+    let unready = unready.expect("/readyz turned 503 within a second of SIGTERM");
+    assert!(unready.contains("draining"), "{unready}");
+    assert_eq!(alive, Some(200));
+    assert_eq!(refused, None, "a new connection was served after the delay");
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert_eq!(stored, 1);
+    assert!(exit.success(), "{exit}");
+}
+
+/// Polls a worker's admin `/readyz` until it stops answering 200, for at most 5 s, and returns
+/// its last answer.
+async fn unready(admin: SocketAddr) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = send(admin, "GET", "/readyz", &[], None).await;
+        if status != 200 || Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
