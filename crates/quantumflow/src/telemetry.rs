@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::LevelFilter;
@@ -82,9 +83,20 @@ fn provider(service: &'static str, service_named: bool) -> anyhow::Result<SdkTra
     // and the nodes' client do; installing it again is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The exporter reads the endpoint, protocol, headers and timeout from the
-    // OTEL_EXPORTER_OTLP_* variables itself; nothing here may override them.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
+    // OTEL_EXPORTER_OTLP_* variables itself; nothing here may override them. Only the protocol
+    // needs a default of ours: built with JSON support too, the exporter would send JSON, where
+    // the specification's default, and what collectors expect, is protobuf.
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    let protocol_set = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    if !protocol_set {
+        exporter = exporter.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    }
+    let exporter = exporter
         .build()
         .context("cannot set up trace export (check the OTEL_EXPORTER_OTLP_* variables)")?;
     let resource = if service_named {

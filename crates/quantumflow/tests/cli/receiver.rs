@@ -15,6 +15,7 @@ pub(crate) struct Received {
     pub(crate) idempotency_key: Option<String>,
     pub(crate) authorization: Option<String>,
     pub(crate) traceparent: Option<String>,
+    pub(crate) content_type: Option<String>,
     pub(crate) body: Value,
 }
 
@@ -51,7 +52,7 @@ impl Receiver {
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
                     let (mut length, mut key, mut authorization) = (0usize, None, None);
-                    let mut traceparent = None;
+                    let (mut traceparent, mut content_type) = (None, None);
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
@@ -67,6 +68,7 @@ impl Receiver {
                             "idempotency-key" => key = Some(value.trim().to_owned()),
                             "authorization" => authorization = Some(value.trim().to_owned()),
                             "traceparent" => traceparent = Some(value.trim().to_owned()),
+                            "content-type" => content_type = Some(value.trim().to_owned()),
                             _ => {}
                         }
                     }
@@ -80,6 +82,7 @@ impl Receiver {
                         idempotency_key: key,
                         authorization,
                         traceparent,
+                        content_type,
                         body,
                     };
                     let (status, pause) = {

@@ -465,3 +465,41 @@ async fn webhook_from_caller(api: SocketAddr) -> Value {
     assert_eq!(status, 202, "{accepted}");
     accepted
 }
+
+// Two threads: the collector must answer the last export while the test waits for the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_without_a_protocol_set_sends_protobuf() {
+    let db = TestDb::new().await;
+    let collector = Receiver::start(200).await;
+    let api = free_address();
+    let mut server = quantumflow()
+        .args(["serve", "--listen", &api.to_string()])
+        .env("DATABASE_URL", db.url())
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.address),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut server, api).await;
+
+    let (status, _) = send(api, "GET", "/healthz", &[], None).await;
+    assert!(terminate(&mut server).success());
+
+    assert_eq!(status, 200);
+    let exports: Vec<Option<String>> = collector
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/traces")
+        .map(|r| r.content_type)
+        .collect();
+    assert!(!exports.is_empty(), "nothing was exported");
+    assert!(
+        exports
+            .iter()
+            .all(|t| t.as_deref() == Some("application/x-protobuf")),
+        "{exports:?}"
+    );
+}
