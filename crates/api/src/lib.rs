@@ -192,7 +192,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(record_status),
+                .on_response(record_status)
+                // A 503 while draining or during an outage is expected, and a 500 is logged
+                // once, with its cause, by `ApiError`; an ERROR line per answer would bury it.
+                .on_failure(()),
         )
 }
 

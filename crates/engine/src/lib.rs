@@ -318,6 +318,9 @@ pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn fold_counts(pool: PgPool) {
     let mut ticks = tokio::time::interval(FOLD_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Failures in a row. While the database is away, waits grow to a minute and only the
+    // first failure and the recovery are logged: once a second would flood the log.
+    let mut failures: u32 = 0;
     loop {
         ticks.tick().await;
         let folded = async {
@@ -325,11 +328,23 @@ pub async fn fold_counts(pool: PgPool) {
             runs::fold_counts(&mut conn).await
         };
         match folded.await {
-            Ok(Some(workflows)) if workflows > 0 => {
-                tracing::debug!(workflows, "counts folded onto workflows");
+            Ok(folded) => {
+                if failures > 0 {
+                    tracing::info!(failures, "folding execution counts again");
+                }
+                failures = 0;
+                if let Some(workflows @ 1..) = folded {
+                    tracing::debug!(workflows, "counts folded onto workflows");
+                }
             }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "cannot fold execution counts; will retry"),
+            Err(err) => {
+                if failures == 0 {
+                    tracing::warn!(error = %err, "cannot fold execution counts; will retry");
+                }
+                failures = failures.saturating_add(1);
+                let wait = FOLD_INTERVAL.saturating_mul(2_u32.saturating_pow(failures.min(6)));
+                tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+            }
         }
     }
 }
