@@ -19,8 +19,11 @@ use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 use crate::cli::LogFormat;
 
-/// What is logged when `RUST_LOG` is not set: our own events at info, libraries' warnings.
-const DEFAULT_FILTER: &str = "info,sqlx=warn,apalis=warn";
+/// What is logged when `RUST_LOG` is not set: our own events at info, libraries' warnings. The
+/// OpenTelemetry SDK logs through `tracing` too, so a failing export (a collector that is down
+/// or refuses the spans) shows up as an error instead of traces silently going missing.
+const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,apalis=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 
 /// The installed subscriber's exporter, if any; [`Telemetry::shutdown`] sends what it holds.
 #[must_use = "shut it down before exiting, or the last spans are lost"]

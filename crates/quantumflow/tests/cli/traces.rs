@@ -472,17 +472,7 @@ async fn export_without_a_protocol_set_sends_protobuf() {
     let db = TestDb::new().await;
     let collector = Receiver::start(200).await;
     let api = free_address();
-    let mut server = quantumflow()
-        .args(["serve", "--listen", &api.to_string()])
-        .env("DATABASE_URL", db.url())
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", collector.address),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = serve_exporting(&db, api, collector.address);
     wait_ready(&mut server, api).await;
 
     let (status, _) = send(api, "GET", "/healthz", &[], None).await;
@@ -502,4 +492,33 @@ async fn export_without_a_protocol_set_sends_protobuf() {
             .all(|t| t.as_deref() == Some("application/x-protobuf")),
         "{exports:?}"
     );
+}
+
+#[tokio::test]
+async fn a_collector_that_cannot_be_reached_is_logged_as_an_error() {
+    let db = TestDb::new().await;
+    let (api, nowhere) = (free_address(), free_address());
+    let mut server = serve_exporting(&db, api, nowhere);
+    wait_ready(&mut server, api).await;
+
+    let (status, _) = send(api, "GET", "/healthz", &[], None).await;
+    assert!(terminate(&mut server).success());
+
+    assert_eq!(status, 200);
+    let logs = logs(&mut server);
+    let failure = logs.lines().find(|line| line.contains("ExportError"));
+    assert!(failure.is_some_and(|line| line.contains("ERROR")), "{logs}");
+}
+
+/// `serve` on `api`, exporting to `collector` with every other OTLP setting left at its
+/// default, its log on a pipe.
+fn serve_exporting(db: &TestDb, api: SocketAddr, collector: SocketAddr) -> std::process::Child {
+    quantumflow()
+        .args(["serve", "--listen", &api.to_string()])
+        .env("DATABASE_URL", db.url())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
