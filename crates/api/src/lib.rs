@@ -199,6 +199,9 @@ pub fn router(state: AppState) -> Router {
         )
 }
 
+/// Routes that orchestrators call on a timer.
+const PROBE_ROUTES: [&str; 2] = ["/healthz", "/readyz"];
+
 /// The span of one request, named and with fields as OpenTelemetry's HTTP server conventions
 /// have them. A W3C `traceparent` sent with the request becomes its parent; one that cannot be
 /// read is ignored, and the request starts a trace of its own.
@@ -212,17 +215,30 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
     };
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = route.unwrap_or("unmatched"),
-        http.response.status_code = tracing::field::Empty,
-        user.id = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
+    // A span's level is fixed where it is written, hence one callsite per level.
+    macro_rules! span_at {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "http.request",
+                otel.name = name,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = method,
+                http.route = route.unwrap_or("unmatched"),
+                http.response.status_code = tracing::field::Empty,
+                user.id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            )
+        };
+    }
+    // Probes come every few seconds from every orchestrator and load balancer: at
+    // debug level they are neither exported as traces nor logged, unless RUST_LOG asks.
+    let span = if route.is_some_and(|route| PROBE_ROUTES.contains(&route)) {
+        span_at!(tracing::Level::DEBUG)
+    } else {
+        span_at!(tracing::Level::INFO)
+    };
     if let Some(parent) = trace::remote_parent(request.headers()) {
         // Fails only when no OpenTelemetry layer is installed, and then there is no trace to
         // join.
