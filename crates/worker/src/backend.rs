@@ -14,9 +14,11 @@
 //! Two more changes keep a worker useful across a database outage and a shutdown:
 //!
 //! - `Persisted` turns any error of its store into the state `Dead`, after which the worker
-//!   fetches nothing until the process restarts. [`Store`] therefore waits out errors that mean
-//!   the database is unreachable, retrying with capped exponential backoff, so the state machine
-//!   only ever sees success; any other error still stops the worker.
+//!   fetches nothing until the process restarts. [`Store`] therefore waits out every database
+//!   error, retrying with capped exponential backoff, so the state machine only ever sees
+//!   success. Not only the errors that plainly mean "unreachable": a connection cut by a
+//!   restarting server can also fail as a protocol error, and a worker that keeps retrying
+//!   (unready, logging each failure) serves an operator better than one that exits.
 //! - `Persisted` keeps the rest of a fetched batch to itself and gives it back to the queue only
 //!   after every node in flight has finished, which on shutdown may be most of the grace
 //!   period. The batch is kept in [`Fetched`] instead, which [`crate::run`] empties and hands
@@ -211,9 +213,9 @@ impl Backoff {
     }
 }
 
-/// Runs `attempt` until it succeeds or fails for a reason other than an unreachable database.
-/// Waiting here, rather than failing, keeps `Persisted` out of its `Dead` state: the worker
-/// carries on where it stopped once the database is back.
+/// Runs `attempt` until it succeeds or fails for a reason other than the database. Waiting
+/// here, rather than failing, keeps `Persisted` out of its `Dead` state: the worker carries on
+/// where it stopped once the database is back.
 async fn patiently<T, F, Fut>(operation: &'static str, mut attempt: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
@@ -222,15 +224,25 @@ where
     let mut backoff = Backoff::default();
     loop {
         match attempt().await {
-            Err(Error::Database(err)) if is_unavailable(&err) => {
+            Err(Error::Database(err)) => {
                 let (attempt, delay) = backoff.fail();
-                tracing::warn!(
-                    operation,
-                    attempt,
-                    retry_in = ?delay,
-                    error.message = %err,
-                    "the queue's database is unreachable; retrying"
-                );
+                if is_unavailable(&err) {
+                    tracing::warn!(
+                        operation,
+                        attempt,
+                        retry_in = ?delay,
+                        error.message = %err,
+                        "the queue's database is unreachable; retrying"
+                    );
+                } else {
+                    tracing::error!(
+                        operation,
+                        attempt,
+                        retry_in = ?delay,
+                        error.message = %err,
+                        "the queue's database failed; retrying"
+                    );
+                }
                 tokio::time::sleep(delay).await;
             }
             Ok(value) => {
