@@ -108,16 +108,7 @@ pub fn document() -> &'static openapi::OpenApi {
 /// and so on.
 fn one_id_per_method(doc: &mut openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
-        let mut operations = [
-            ("Get", &mut item.get),
-            ("Put", &mut item.put),
-            ("Post", &mut item.post),
-            ("Delete", &mut item.delete),
-            ("Options", &mut item.options),
-            ("Head", &mut item.head),
-            ("Patch", &mut item.patch),
-            ("Trace", &mut item.trace),
-        ];
+        let mut operations = operations_mut(item);
         let ids: Vec<String> = operations
             .iter()
             .filter_map(|(_, op)| op.as_ref()?.operation_id.clone())
@@ -133,6 +124,22 @@ fn one_id_per_method(doc: &mut openapi::OpenApi) {
     }
 }
 
+/// Each operation slot of a path item, with its method's name as it ends an operation id.
+fn operations_mut(
+    item: &mut openapi::PathItem,
+) -> [(&'static str, &mut Option<openapi::path::Operation>); 8] {
+    [
+        ("Get", &mut item.get),
+        ("Put", &mut item.put),
+        ("Post", &mut item.post),
+        ("Delete", &mut item.delete),
+        ("Options", &mut item.options),
+        ("Head", &mut item.head),
+        ("Patch", &mut item.patch),
+        ("Trace", &mut item.trace),
+    ]
+}
+
 /// Adds to every operation the answers that come from the layers around all routes rather than
 /// from its handler: another method on the path (405), a request that runs out of time (408),
 /// a body over the limit (413), and a target or header section over the limits (414, 431).
@@ -145,17 +152,10 @@ fn answers_of_every_route(doc: &mut openapi::OpenApi) {
         refer::<HeadersTooLarge>("431"),
     ];
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item)
+            .into_iter()
+            .filter_map(|(_, op)| op.as_mut())
+        {
             for (status, response) in &shared {
                 operation
                     .responses

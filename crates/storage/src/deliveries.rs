@@ -28,6 +28,32 @@ pub struct Delivery<'a> {
     pub execution_id: Uuid,
 }
 
+/// Deliveries as the three arrays that `UNNEST` turns back into rows.
+struct Columns<'a> {
+    workflow_ids: Vec<Uuid>,
+    delivery_ids: Vec<&'a str>,
+    execution_ids: Vec<Uuid>,
+}
+
+impl<'a> Columns<'a> {
+    fn of<'b>(deliveries: impl IntoIterator<Item = &'b Delivery<'a>>) -> Self
+    where
+        'a: 'b,
+    {
+        let mut columns = Self {
+            workflow_ids: Vec::new(),
+            delivery_ids: Vec::new(),
+            execution_ids: Vec::new(),
+        };
+        for delivery in deliveries {
+            columns.workflow_ids.push(delivery.workflow_id);
+            columns.delivery_ids.push(delivery.delivery_id);
+            columns.execution_ids.push(delivery.execution_id);
+        }
+        columns
+    }
+}
+
 /// Records each delivery whose id is new for its workflow, and returns the executions of those
 /// recorded. A delivery whose id is taken, by an earlier transaction, a concurrent one (whose
 /// commit this waits for) or an earlier entry of `deliveries`, is left out.
@@ -35,9 +61,7 @@ pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Resu
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
-    let workflow_ids: Vec<Uuid> = deliveries.iter().map(|d| d.workflow_id).collect();
-    let delivery_ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id).collect();
-    let execution_ids: Vec<Uuid> = deliveries.iter().map(|d| d.execution_id).collect();
+    let columns = Columns::of(deliveries);
     // Locked in id order, so that two groups sharing workflows cannot deadlock.
     let superseded = sqlx::query_scalar!(
         r#"
@@ -46,7 +70,7 @@ pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Resu
         ) AS held
         WHERE NOT is_latest
         "#,
-        &workflow_ids,
+        &columns.workflow_ids,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -62,31 +86,24 @@ pub async fn claim(conn: &mut PgConnection, deliveries: &[Delivery<'_>]) -> Resu
         ON CONFLICT (workflow_id, delivery_id) DO NOTHING
         RETURNING execution_id
         "#,
-        &workflow_ids,
-        &delivery_ids as &[&str],
-        &execution_ids,
+        &columns.workflow_ids,
+        &columns.delivery_ids as &[&str],
+        &columns.execution_ids,
     )
     .fetch_all(&mut *conn)
     .await?;
     if !superseded.is_empty() {
-        let inherited: Vec<&Delivery<'_>> = deliveries
+        let inherited = deliveries
             .iter()
-            .filter(|d| superseded.contains(&d.workflow_id) && claimed.contains(&d.execution_id))
-            .collect();
-        copy_to_later_versions(conn, &inherited).await?;
+            .filter(|d| superseded.contains(&d.workflow_id) && claimed.contains(&d.execution_id));
+        copy_to_later_versions(conn, &Columns::of(inherited)).await?;
     }
     Ok(claimed)
 }
 
 /// Gives every version after each delivery's workflow the same record, as a replace that
 /// committed before the claim would have done had it seen it.
-async fn copy_to_later_versions(
-    conn: &mut PgConnection,
-    deliveries: &[&Delivery<'_>],
-) -> Result<()> {
-    let workflow_ids: Vec<Uuid> = deliveries.iter().map(|d| d.workflow_id).collect();
-    let delivery_ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id).collect();
-    let execution_ids: Vec<Uuid> = deliveries.iter().map(|d| d.execution_id).collect();
+async fn copy_to_later_versions(conn: &mut PgConnection, deliveries: &Columns<'_>) -> Result<()> {
     sqlx::query!(
         r#"
         WITH RECURSIVE later (workflow_id, delivery_id, execution_id) AS (
@@ -103,9 +120,9 @@ async fn copy_to_later_versions(
         SELECT workflow_id, delivery_id, execution_id FROM later
         ON CONFLICT (workflow_id, delivery_id) DO NOTHING
         "#,
-        &workflow_ids,
-        &delivery_ids as &[&str],
-        &execution_ids,
+        &deliveries.workflow_ids,
+        &deliveries.delivery_ids as &[&str],
+        &deliveries.execution_ids,
     )
     .execute(&mut *conn)
     .await?;

@@ -282,12 +282,7 @@ async fn a_garbage_traceparent_starts_a_new_trace_and_the_trigger_is_accepted() 
     assert_eq!(request.parent_span_id, SpanId::INVALID);
     let execution = find(&spans, "execution", "execution.id", id);
     assert_eq!(execution.span_context.trace_id(), trace);
-    let traceparent: Option<String> =
-        sqlx::query_scalar("SELECT traceparent FROM executions WHERE id = $1::uuid")
-            .bind(id)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let traceparent = stored_traceparent(&db, id).await;
     assert!(
         traceparent
             .as_deref()
@@ -306,18 +301,22 @@ async fn a_garbage_traceparent_starts_a_new_trace_and_the_trigger_is_accepted() 
     )
     .await;
     assert_eq!(status, 202, "{accepted}");
-    let traceparent: Option<String> =
-        sqlx::query_scalar("SELECT traceparent FROM executions WHERE id = $1::uuid")
-            .bind(accepted["execution_id"].as_str().unwrap())
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let traceparent = stored_traceparent(&db, accepted["execution_id"].as_str().unwrap()).await;
     assert!(
         traceparent
             .as_deref()
             .is_some_and(|t| t.starts_with(&format!("00-{CALLER_TRACE}-"))),
         "{traceparent:?}"
     );
+}
+
+/// The trace context stored on execution `id`, which its node runs join.
+async fn stored_traceparent(db: &TestDb, id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT traceparent FROM executions WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
 }
 
 /// The trace ids each service sent, read from OTLP/JSON export requests.
