@@ -64,6 +64,9 @@ pub(crate) async fn pool(
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(acquire_timeout)
+        // Each connection handed out emits an event with the caller's wait, which
+        // `observe::pool_waits` turns into a histogram; the trace level keeps it out of logs.
+        .acquire_time_level(log::LevelFilter::Trace)
         .connect_with(options)
         .await
         .context("cannot open the database connection pool")

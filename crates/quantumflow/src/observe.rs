@@ -21,13 +21,19 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics::{Gauge, Unit};
+use metrics::{Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quantumflow_api::ApiError;
 use quantumflow_worker::WorkerStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer;
+use tracing_subscriber::registry::LookupSpan;
 
 /// Runnable node-run jobs: due and not taken by a worker.
 const QUEUE_RUNNABLE: &str = "quantumflow_queue_runnable_jobs";
@@ -37,6 +43,19 @@ const QUEUE_OLDEST_AGE: &str = "quantumflow_queue_oldest_runnable_age_seconds";
 const POOL_CONNECTIONS: &str = "quantumflow_db_pool_connections";
 /// The most connections this process's pool opens.
 const POOL_MAX: &str = "quantumflow_db_pool_max_connections";
+/// How long callers waited for a pooled connection.
+const POOL_WAIT: &str = "quantumflow_db_pool_acquire_wait_seconds";
+
+/// Buckets of [`POOL_WAIT`], in seconds: an idle connection is handed out in microseconds, a
+/// new one opens in milliseconds, and anything near the control plane's acquire timeout (half
+/// a second by default) or the workers' (5 s) means the pool is too small.
+const POOL_WAIT_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The target and field of the event sqlx emits for each connection its pool hands out.
+const ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+const ACQUIRE_FIELD: &str = "acquired_after_secs";
 
 /// Buckets for histograms that have none of their own, so no histogram becomes a summary.
 const DEFAULT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
@@ -71,6 +90,9 @@ pub(crate) fn install() -> anyhow::Result<()> {
                 quantumflow_worker::meters::NODE_DURATION_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(POOL_WAIT.to_owned()), POOL_WAIT_BUCKETS)
+        })
         .context("invalid histogram buckets")?;
     let handle = builder
         .install_recorder()
@@ -84,6 +106,7 @@ fn describe() {
     quantumflow_api::meters::describe();
     quantumflow_engine::meters::describe();
     quantumflow_worker::meters::describe();
+    quantumflow_storage::meters::describe();
     metrics::describe_gauge!(
         QUEUE_RUNNABLE,
         Unit::Count,
@@ -104,6 +127,52 @@ fn describe() {
         Unit::Count,
         "The most database connections this process's pool opens."
     );
+    metrics::describe_histogram!(
+        POOL_WAIT,
+        Unit::Seconds,
+        "Time callers waited for a database connection from this process's pools, opening \
+         one included. The rate of its sum is the average number of callers waiting."
+    );
+}
+
+/// A layer that turns sqlx's acquire events into [`POOL_WAIT`] observations. sqlx exposes no
+/// count of the callers waiting for its pool, only this event per connection handed out (with
+/// `acquire_time_level` set, see `database::pool`), so the wait is measured from it: by
+/// Little's law the rate of the histogram's sum is the average number of callers waiting. A
+/// wait that times out emits no event; `quantumflow_db_pool_acquire_timeouts_total` counts
+/// those.
+pub(crate) fn pool_waits<S>() -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    PoolWaits.with_filter(Targets::new().with_target(ACQUIRE_TARGET, Level::TRACE))
+}
+
+struct PoolWaits;
+
+impl<S: Subscriber> Layer<S> for PoolWaits {
+    fn on_event(&self, event: &Event<'_>, _: layer::Context<'_, S>) {
+        let mut wait = WaitSeconds(None);
+        event.record(&mut wait);
+        if let Some(seconds) = wait.0 {
+            POOL_WAIT_HISTOGRAM.record(seconds);
+        }
+    }
+}
+
+static POOL_WAIT_HISTOGRAM: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(POOL_WAIT));
+
+/// Picks the wait out of an acquire event's fields.
+struct WaitSeconds(Option<f64>);
+
+impl Visit for WaitSeconds {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == ACQUIRE_FIELD {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
 /// Drains the recorder's buffers every [`UPKEEP_INTERVAL`] until the task is dropped, so memory

@@ -73,7 +73,11 @@ pub(crate) fn init(format: LogFormat, service: &'static str) -> anyhow::Result<T
             .with_tracer(provider.tracer("quantumflow"))
             .with_filter(LevelFilter::INFO)
     });
-    Registry::default().with(logs).with(spans).init();
+    Registry::default()
+        .with(logs)
+        .with(spans)
+        .with(crate::observe::pool_waits())
+        .init();
 
     if provider.is_some() {
         tracing::info!(service, "exporting traces over OTLP/HTTP");

@@ -57,6 +57,11 @@ pub enum StorageError {
 
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
+        // Every sqlx error of our own code, the pool's included, passes through here: the one
+        // place that sees each caller giving up on the pool.
+        if matches!(err, sqlx::Error::PoolTimedOut) {
+            crate::meters::pool_timed_out();
+        }
         if is_unavailable(&err) {
             return Self::Unavailable(err);
         }

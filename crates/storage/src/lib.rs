@@ -12,11 +12,13 @@
 //! - [`runs`]: the execution engine's bookkeeping, fenced by attempt.
 //! - [`deliveries`]: signed webhook deliveries already accepted, for replay detection.
 //! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
+//! - [`meters`]: how often callers gave up waiting for the connection pool.
 
 pub mod connectors;
 pub mod deliveries;
 mod error;
 pub mod executions;
+pub mod meters;
 pub mod runs;
 pub mod schema;
 pub mod tokens;

@@ -129,6 +129,17 @@ impl Cluster {
     }
 }
 
+/// A control plane alone, started with `flags` besides its address, and ready.
+pub(crate) async fn control_plane(db: &TestDb, flags: &[&str]) -> (Child, SocketAddr) {
+    let api = free_address();
+    let listen = api.to_string();
+    let mut args = vec!["serve", "--listen", &listen];
+    args.extend_from_slice(flags);
+    let mut server = spawn(&db.url(), None, &args);
+    wait_ready(&mut server, api).await;
+    (server, api)
+}
+
 fn spawn(url: &str, keys: Option<&str>, args: &[&str]) -> Child {
     let mut command = quantumflow();
     if let Some(keys) = keys {

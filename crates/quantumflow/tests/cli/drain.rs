@@ -1,7 +1,6 @@
 //! Stopping processes while they work, and taking the database away from under them.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,11 +10,11 @@ use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{Cluster, admin, admin_in, create_workflow, execute, finished_within};
-use crate::receiver::Receiver;
-use crate::support::{
-    exchange, free_address, get, quantumflow, run, scratch_dir, send, stderr, wait_ready,
+use crate::cluster::{
+    Cluster, admin, admin_in, control_plane, create_workflow, execute, finished_within,
 };
+use crate::receiver::Receiver;
+use crate::support::{exchange, get, quantumflow, run, scratch_dir, send, stderr};
 
 /// How long a worker's jobs wait after it dies without a word, before the other workers take
 /// them over: four missed heartbeats of 15 s. Work handed back on shutdown must not wait that.
@@ -363,21 +362,7 @@ async fn the_cluster_rides_out_a_database_restart_under_load() {
 async fn sigterm_makes_the_control_plane_unready_and_it_finishes_the_request_in_flight() {
     let db = TestDb::new().await;
     admin(&db).await;
-    let api = free_address();
-    let mut server = quantumflow()
-        .args([
-            "serve",
-            "--listen",
-            &api.to_string(),
-            "--shutdown-delay",
-            "2",
-        ])
-        .env("DATABASE_URL", db.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_ready(&mut server, api).await;
+    let (mut server, api) = control_plane(&db, &["--shutdown-delay", "2"]).await;
     let body = json!({"name": "slow upload", "status": "active",
                       "trigger_config": {"type": "manual"},
                       "nodes": [{"name": "start", "type": "trigger"}], "edges": []})

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, admin, create_workflow, execute, finished};
+use crate::cluster::{Cluster, admin, control_plane, create_workflow, execute, finished};
 use crate::receiver::Receiver;
-use crate::support::{get, send};
+use crate::support::{get, send, terminate};
 
 /// One scrape, or several summed: every sample with its name and labels.
 pub(crate) struct Scrape {
@@ -460,4 +460,64 @@ async fn a_worker_is_ready_only_with_a_reachable_migrated_database() {
     let detail = unreachable.1["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("database"), "{detail}");
     assert_eq!(still_alive.map(|(status, _)| status), Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_too_small_for_its_callers_shows_their_waits_and_give_ups() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let flags = ["--db-pool-size", "1", "--db-acquire-timeout-ms", "2000"];
+    let (mut server, api) = control_plane(&db, &flags).await;
+    let list =
+        move || tokio::spawn(async move { send(api, "GET", "/api/v1/workflows", &[], None).await });
+
+    // A listing blocked on a lock the test holds keeps the pool's one connection busy.
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE workflows IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let held = list();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listing never blocked on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One caller waits out the whole timeout; the next gets the connection once the lock goes,
+    // after waiting a few hundred milliseconds for it.
+    let (gave_up, _) = list().await.unwrap();
+    let waited = list();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    blocker.commit().await.unwrap();
+    let (held, _) = held.await.unwrap();
+    let (waited, _) = waited.await.unwrap();
+    let (_, text) = get(api, "/metrics").await.unwrap();
+    terminate(&mut server);
+
+    assert_eq!((held, gave_up, waited), (200, 503, 200));
+    let scraped = Scrape::parse(&text);
+    assert!(
+        scraped.value("quantumflow_db_pool_acquire_timeouts_total") >= 1.0,
+        "{text}"
+    );
+    let waits = scraped.value("quantumflow_db_pool_acquire_wait_seconds_count");
+    let quick = scraped.value("quantumflow_db_pool_acquire_wait_seconds_bucket{le=\"0.25\"}");
+    assert!(waits > quick, "no wait over 0.25 s was recorded: {text}");
+    assert!(
+        scraped.value("quantumflow_db_pool_acquire_wait_seconds_sum") >= 0.3,
+        "{text}"
+    );
 }
