@@ -59,8 +59,8 @@ pub struct ExecutionView {
     pub duration_ms: Option<i32>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
-    /// The W3C `traceparent` of the execution's span, which its node runs join; null when the
-    /// control plane exported no traces when it started.
+    /// The W3C `traceparent` of the execution's span, which its node runs join. When the
+    /// control plane exported no traces, the caller's own `traceparent`, or null without one.
     #[schema(required = true)]
     pub traceparent: Option<String>,
     /// The runs of its nodes, in the order they were created; left out of listings.

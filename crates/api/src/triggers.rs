@@ -37,6 +37,7 @@ use crate::openapi::{
 };
 use crate::signature::{self, SecretsError, SignatureConfig};
 use crate::starter::{StartError, Started};
+use crate::trace;
 use crate::workflows::WorkflowId;
 use crate::{ApiError, AppState};
 
@@ -149,7 +150,7 @@ pub async fn webhook(
         input,
         triggered_by: None,
     };
-    accept(&state, &workflow, trigger, delivery).await
+    accept(&state, &workflow, trigger, &headers, delivery).await
 }
 
 /// `POST /api/v1/workflows/{id}/executions`: starts an active workflow; the body is its input,
@@ -198,7 +199,7 @@ pub async fn execute(
         input,
         triggered_by: Some(caller.user_id),
     };
-    accept(&state, &workflow, trigger, None).await
+    accept(&state, &workflow, trigger, &headers, None).await
 }
 
 /// Checks a delivery against the workflow's signature settings, if it has any, and returns
@@ -254,6 +255,7 @@ async fn accept(
     state: &AppState,
     workflow: &Workflow,
     trigger: Trigger,
+    headers: &HeaderMap,
     delivery: Option<String>,
 ) -> Result<Response, ApiError> {
     let doc = state.documents.of(&state.pool, workflow).await?;
@@ -266,7 +268,8 @@ async fn accept(
         execution.id = %execution_id,
         workflow.id = %workflow.id,
     );
-    let start = start.with_trace(TraceContext::of_span(&span));
+    let trace = TraceContext::of_span(&span).or_else(|| trace::caller_context(headers));
+    let start = start.with_trace(trace);
     let started = state
         .starter
         .start(start, delivery)

@@ -377,6 +377,9 @@ pub struct Attempt {
     pub secrets: Option<Revealed>,
     /// Scrubs those credentials from the node's output and error before they are recorded.
     pub redactor: Redactor,
+    /// The trace context stored with the execution, if any: what outgoing requests carry when
+    /// this process has no span of its own on the trace.
+    pub trace: Option<TraceContext>,
 }
 
 impl Attempt {
@@ -384,6 +387,7 @@ impl Attempt {
     fn unprepared(
         claim: Claim,
         plan: Arc<Plan>,
+        trace: Option<TraceContext>,
         index: usize,
         carrier: Uuid,
         deadline: Option<Instant>,
@@ -392,6 +396,7 @@ impl Attempt {
             policy: policy_of(&plan, index),
             claim,
             plan,
+            trace,
             index,
             input: json!({}),
             config: json!({}),
@@ -484,13 +489,15 @@ impl Engine {
         let Some(claim) = runs::claim(&self.pool, job.node_run_id).await? else {
             return Ok(Begin::Nothing);
         };
-        let plan = self.plan(claim.execution_id).await?;
+        let known = self.known(claim.execution_id).await?;
+        let plan = Arc::clone(&known.plan);
         let index = node_index(&plan, claim.node_id)?;
         let deadline = claim
             .seconds_left
             .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
         let seconds_left = claim.seconds_left;
-        let attempt = Attempt::unprepared(claim, plan, index, job.node_run_id, deadline);
+        let trace = known.trace.clone();
+        let attempt = Attempt::unprepared(claim, plan, trace, index, job.node_run_id, deadline);
 
         if seconds_left.is_some_and(|left| left <= 0.0) {
             let timeout = attempt.plan.settings.timeout.unwrap_or_default();
@@ -629,7 +636,14 @@ impl Engine {
             seconds_left: previous.time_left().map(|d| d.as_secs_f64()),
             trigger_data: previous.claim.trigger_data.clone(),
         };
-        let attempt = Attempt::unprepared(claim, plan, index, previous.carrier, previous.deadline);
+        let attempt = Attempt::unprepared(
+            claim,
+            plan,
+            previous.trace.clone(),
+            index,
+            previous.carrier,
+            previous.deadline,
+        );
 
         if previous.time_left().is_some_and(|left| left.is_zero()) {
             self.expire(&attempt).await?;
@@ -740,10 +754,6 @@ impl Engine {
     /// costs no extra query.
     pub async fn trace_of(&self, execution_id: Uuid) -> Result<Option<TraceContext>, EngineError> {
         Ok(self.known(execution_id).await?.trace.clone())
-    }
-
-    async fn plan(&self, execution_id: Uuid) -> Result<Arc<Plan>, EngineError> {
-        Ok(Arc::clone(&self.known(execution_id).await?.plan))
     }
 
     async fn known(&self, execution_id: Uuid) -> Result<Arc<Known>, EngineError> {

@@ -40,12 +40,17 @@ impl TraceContext {
     /// The context of `span`; none when the span is on no trace, which is always the case when
     /// trace export is off.
     pub fn of_span(span: &tracing::Span) -> Option<Self> {
-        let cx = span.context();
+        Self::of_context(&span.context())
+    }
+
+    /// The span context `cx` carries, such as a caller's remote one; none when it is on no
+    /// trace.
+    pub fn of_context(cx: &opentelemetry::Context) -> Option<Self> {
         if !cx.span().span_context().is_valid() {
             return None;
         }
         let mut carrier = HashMap::new();
-        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+        TraceContextPropagator::new().inject_context(cx, &mut carrier);
         let traceparent = carrier.remove("traceparent")?;
         // A longer state is dropped rather than cut, since cutting could split an entry.
         let tracestate = carrier

@@ -134,8 +134,10 @@ async fn execute(attempt: &Attempt, http: &Client) -> Result<Done, NodeFailure> 
 /// The http and slack actions.
 pub mod http {
     use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
     use opentelemetry_http::HeaderInjector;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use quantumflow_engine::TraceContext;
     use quantumflow_netguard::{Client, Error, Refused};
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
     use tracing::Instrument;
@@ -189,7 +191,7 @@ pub mod http {
             .map_err(|_| fail("bad key", false))?;
         headers.insert("idempotency-key", key);
         let span = client_span(&method, url);
-        add_trace_headers(&span, &mut headers);
+        add_trace_headers(&span, attempt.trace.as_ref(), &mut headers);
 
         let mut request = http
             .request(method, url)
@@ -248,7 +250,7 @@ pub mod http {
         let target = "the Slack webhook";
         let span = client_span(&reqwest::Method::POST, url);
         let mut trace_headers = HeaderMap::new();
-        add_trace_headers(&span, &mut trace_headers);
+        add_trace_headers(&span, attempt.trace.as_ref(), &mut trace_headers);
         let request = http
             .request(reqwest::Method::POST, url)
             .map_err(|e| match e {
@@ -294,14 +296,31 @@ pub mod http {
     /// Adds `span`'s W3C trace context to `headers`, so the receiver can join the trace. A
     /// `traceparent` the node's config sets wins, with whatever `tracestate` the config sets
     /// beside it: the workflow's author chose to continue another trace. A config that sets
-    /// only `tracestate` keeps it next to ours.
-    fn add_trace_headers(span: &tracing::Span, headers: &mut HeaderMap) {
+    /// only `tracestate` keeps it next to ours. When `span` is on no trace (this process
+    /// exports none), the execution's stored context is passed on as it is, so the receiver
+    /// still joins the trace the execution was started on.
+    fn add_trace_headers(
+        span: &tracing::Span,
+        stored: Option<&TraceContext>,
+        headers: &mut HeaderMap,
+    ) {
         if headers.contains_key("traceparent") {
             return;
         }
         let mut ours = HeaderMap::new();
-        TraceContextPropagator::new()
-            .inject_context(&span.context(), &mut HeaderInjector(&mut ours));
+        let cx = span.context();
+        if cx.span().span_context().is_valid() {
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut ours));
+        } else if let Some(stored) = stored {
+            for (name, value) in [
+                ("traceparent", Some(&stored.traceparent)),
+                ("tracestate", stored.tracestate.as_ref()),
+            ] {
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    ours.insert(name, value);
+                }
+            }
+        }
         for (name, value) in ours {
             if let Some(name) = name {
                 headers.entry(name).or_insert(value);

@@ -18,7 +18,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::cluster::{admin, create_workflow, finished};
+use crate::cluster::{Cluster, admin, create_workflow, finished};
 use crate::receiver::{Received, Receiver};
 use crate::support::{free_address, quantumflow, send, terminate, wait_ready};
 
@@ -310,6 +310,50 @@ async fn a_garbage_traceparent_starts_a_new_trace_and_the_trigger_is_accepted() 
     );
 }
 
+#[tokio::test]
+async fn without_export_the_callers_context_is_stored_and_passed_on_unchanged() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let receiver = Receiver::start(200).await;
+    // Processes started without any OTEL_* variable export nothing.
+    let cluster = Cluster::with_workers(&db, 1).await;
+    create_workflow(cluster.api, &traced_workflow(receiver.address)).await;
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let headers = [
+        ("traceparent", caller.as_str()),
+        ("tracestate", "vendor=abc"),
+    ];
+
+    let (status, accepted) = send(
+        cluster.api,
+        "POST",
+        "/webhook/traced",
+        &headers,
+        Some(&json!({"n": 1})),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["execution_id"].as_str().unwrap();
+    let execution = finished(cluster.api, id).await;
+    let tracestate: Option<String> =
+        sqlx::query_scalar("SELECT tracestate FROM executions WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+
+    assert_eq!(execution["status"], "success", "{execution:#}");
+    assert_eq!(execution["traceparent"], caller);
+    assert_eq!(tracestate.as_deref(), Some("vendor=abc"));
+    let received = receiver.received();
+    let at = |path: &str| received.iter().find(|r| r.path == path).unwrap().clone();
+    assert_eq!(at("/call").traceparent, Some(caller));
+    assert_eq!(
+        at("/forward").traceparent.as_deref(),
+        Some(AUTHOR_TRACEPARENT)
+    );
+}
+
 /// The trace context stored on execution `id`, which its node runs join.
 async fn stored_traceparent(db: &TestDb, id: &str) -> Option<String> {
     sqlx::query_scalar("SELECT traceparent FROM executions WHERE id = $1::uuid")
@@ -444,24 +488,6 @@ async fn serve_and_worker_processes_export_one_trace_over_otlp() {
             .is_some_and(|t| t.starts_with(&format!("00-{CALLER_TRACE}-"))),
         "{call:?}"
     );
-}
-
-#[tokio::test]
-async fn without_export_a_callers_trace_is_not_stored() {
-    let db = TestDb::new().await;
-    admin(&db).await;
-    let (api, _stop_api) = serve_api(&db).await;
-    create_workflow(api, &traced_workflow("127.0.0.1:9".parse().unwrap())).await;
-
-    let accepted = webhook_from_caller(api).await;
-
-    let stored: (Option<String>, Option<String>) =
-        sqlx::query_as("SELECT traceparent, tracestate FROM executions WHERE id = $1::uuid")
-            .bind(accepted["execution_id"].as_str().unwrap())
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-    assert_eq!(stored, (None, None));
 }
 
 /// Sends the traced workflow's webhook as a caller on [`CALLER_TRACE`] would, and returns the
