@@ -103,7 +103,10 @@ impl Starter {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
         for writer in 0..WRITERS {
-            let span = tracing::info_span!("starter", writer);
+            // Names the writer in debug logs only. A writer lives as long as the process, so at
+            // info level its span would be exported, once the process stops, as a stray trace
+            // of its own; what a start belongs to is the request's trace and `execution` span.
+            let span = tracing::debug_span!("starter", writer);
             tokio::spawn(write_groups(pool.clone(), Arc::clone(&receiver)).instrument(span));
         }
         Self { queue }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -49,7 +49,11 @@ pub(crate) fn init(format: LogFormat, service: &'static str) -> anyhow::Result<T
     let settings = ExportSettings::read(|name| std::env::var(name).ok())?;
     let provider = match &settings {
         ExportSettings::Off => None,
-        ExportSettings::Otlp { service_named } => Some(provider(service, *service_named)?),
+        ExportSettings::Otlp {
+            service_named,
+            sampling,
+            ..
+        } => Some(provider(service, *service_named, *sampling)?),
     };
 
     let filter =
@@ -79,13 +83,21 @@ pub(crate) fn init(format: LogFormat, service: &'static str) -> anyhow::Result<T
         .with(crate::observe::pool_waits())
         .init();
 
-    if provider.is_some() {
+    if let ExportSettings::Otlp { ignored, .. } = &settings {
+        // Only now can they be logged; the exporter was built before the subscriber existed.
+        for warning in ignored {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(service, "exporting traces over OTLP/HTTP");
     }
     Ok(Telemetry { provider })
 }
 
-fn provider(service: &'static str, service_named: bool) -> anyhow::Result<SdkTracerProvider> {
+fn provider(
+    service: &'static str,
+    service_named: bool,
+    sampling: Sampling,
+) -> anyhow::Result<SdkTracerProvider> {
     // The exporter's HTTP client uses rustls with the ring provider, as the database driver
     // and the nodes' client do; installing it again is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -111,19 +123,26 @@ fn provider(service: &'static str, service_named: bool) -> anyhow::Result<SdkTra
     } else {
         Resource::builder().with_service_name(service).build()
     };
+    // The SDK reads OTEL_TRACES_SAMPLER itself, but falls back to sampling everything, with a
+    // warning nobody sees yet, for a value it does not know; the sampler is set from the value
+    // read here instead, which refuses such values.
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
+        .with_sampler(sampling.sampler())
         .build())
 }
 
 /// Whether spans are exported, decided from the standard OpenTelemetry variables.
 ///
 /// Export is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is
-/// set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. OTLP over gRPC is not
-/// built in, and other exporters than `otlp` are not either; asking for them is an error
-/// rather than a silent loss of traces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. The exporter and the
+/// SDK read most other variables themselves, but skip a value they cannot use without a word
+/// (or with one logged before logging is set up). So, when export is on, a value that cannot
+/// be read, or that asks for what is not built in (OTLP over gRPC, another exporter than
+/// `otlp`, a sampler the SDK lacks), is an error rather than a silent change of what is
+/// exported; and a variable that is valid but has no effect here is named in a warning.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ExportSettings {
     /// Nothing is exported, and nothing tries to connect anywhere.
     Off,
@@ -131,8 +150,132 @@ pub(crate) enum ExportSettings {
     Otlp {
         /// Whether the variables name the service, overriding the role's default name.
         service_named: bool,
+        /// Which traces are kept.
+        sampling: Sampling,
+        /// Variables that are set but have no effect, each with what applies instead.
+        ignored: Vec<String>,
     },
 }
+
+/// Which traces are kept: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sampling {
+    /// Whether a span with a parent follows its parent's decision (a caller's `traceparent`
+    /// included); only root spans are then decided by `root`.
+    pub(crate) parent_based: bool,
+    /// How spans without a parent, or every span when not parent-based, are decided.
+    pub(crate) root: RootSampling,
+}
+
+/// The decision for spans that do not follow a parent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RootSampling {
+    /// Keep them all.
+    AlwaysOn,
+    /// Keep none.
+    AlwaysOff,
+    /// Keep this fraction of traces, chosen by trace id.
+    Ratio(f64),
+}
+
+impl Default for Sampling {
+    /// The specification's default, `parentbased_always_on`.
+    fn default() -> Self {
+        Self {
+            parent_based: true,
+            root: RootSampling::AlwaysOn,
+        }
+    }
+}
+
+impl Sampling {
+    /// The SDK's sampler for these settings.
+    fn sampler(self) -> Sampler {
+        let root = match self.root {
+            RootSampling::AlwaysOn => Sampler::AlwaysOn,
+            RootSampling::AlwaysOff => Sampler::AlwaysOff,
+            RootSampling::Ratio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        };
+        if self.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        }
+    }
+}
+
+/// The samplers `OTEL_TRACES_SAMPLER` may name, as the specification spells them.
+const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, \
+                        parentbased_always_off or parentbased_traceidratio";
+
+/// Variables that take a whole number (milliseconds or a count), which the exporter or the SDK
+/// would otherwise skip, without a word, when it is anything else.
+const WHOLE_NUMBERS: [&str; 8] = [
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+];
+
+/// Variables of the specification that nothing here applies, with what happens instead.
+const NOT_APPLIED: [(&str, &str); 13] = [
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "the collector's certificate is checked against the system's trust store",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "the collector's certificate is checked against the system's trust store",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "no client certificate is sent",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        "no client certificate is sent",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        "no client certificate is sent",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        "no client certificate is sent",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+        "over OTLP/HTTP the endpoint's scheme, http or https, decides",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        "over OTLP/HTTP the endpoint's scheme, http or https, decides",
+    ),
+    (
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        "each export is bounded by OTEL_EXPORTER_OTLP_TIMEOUT",
+    ),
+    (
+        "OTEL_BSP_MAX_CONCURRENT_EXPORTS",
+        "batches are exported one at a time",
+    ),
+    (
+        "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        "only OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT limits attributes",
+    ),
+    (
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "attribute values are not shortened",
+    ),
+    (
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "attribute values are not shortened",
+    ),
+];
 
 impl ExportSettings {
     /// Reads the settings through `var`, which returns a variable's value.
@@ -166,6 +309,69 @@ impl ExportSettings {
                 "OTLP protocol {protocol} is not supported; use http/protobuf or http/json"
             );
         }
+        for name in WHOLE_NUMBERS {
+            if let Some(value) = set(name)
+                && value.parse::<u64>().is_err()
+            {
+                anyhow::bail!("{name}={value} is not a whole number");
+            }
+        }
+        for name in [
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ] {
+            // Header values are often credentials: the message never quotes them.
+            let malformed = set(name).is_some_and(|headers| {
+                headers.split(',').map(str::trim).any(|pair| {
+                    !pair.is_empty()
+                        && pair
+                            .split_once('=')
+                            .is_none_or(|(k, _)| k.trim().is_empty())
+                })
+            });
+            if malformed {
+                anyhow::bail!("{name} has an entry that is not key=value");
+            }
+        }
+        let sampling = sampling(&set)?;
+
+        let mut ignored = Vec::new();
+        let compression = set("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", v))
+            .or_else(|| {
+                set("OTEL_EXPORTER_OTLP_COMPRESSION").map(|v| ("OTEL_EXPORTER_OTLP_COMPRESSION", v))
+            });
+        if let Some((name, value)) = compression
+            && !value.eq_ignore_ascii_case("none")
+        {
+            ignored.push(format!(
+                "{name}={value} is not applied: compression is not built in, so spans are sent \
+                 uncompressed"
+            ));
+        }
+        for (name, instead) in NOT_APPLIED {
+            if set(name).is_some() {
+                ignored.push(format!("{name} is not applied: {instead}"));
+            }
+        }
+        if let Some(propagators) = set("OTEL_PROPAGATORS")
+            && propagators.split(',').any(|p| p.trim() != "tracecontext")
+        {
+            ignored.push(format!(
+                "OTEL_PROPAGATORS={propagators} is not applied: W3C Trace Context \
+                 (tracecontext) is the only format read and written"
+            ));
+        }
+        if set("OTEL_TRACES_SAMPLER_ARG").is_some()
+            && !matches!(sampling.root, RootSampling::Ratio(_))
+        {
+            ignored.push(
+                "OTEL_TRACES_SAMPLER_ARG is not applied: only the traceidratio samplers take an \
+                 argument"
+                    .to_owned(),
+            );
+        }
+
         let named_in_attributes = set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| {
             attributes
                 .split(',')
@@ -173,8 +379,40 @@ impl ExportSettings {
         });
         Ok(Self::Otlp {
             service_named: set("OTEL_SERVICE_NAME").is_some() || named_in_attributes,
+            sampling,
+            ignored,
         })
     }
+}
+
+/// Reads `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` through `set`, which returns a
+/// variable's trimmed value if it is not empty.
+fn sampling(set: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
+    let Some(name) = set("OTEL_TRACES_SAMPLER") else {
+        return Ok(Sampling::default());
+    };
+    let name = name.to_ascii_lowercase();
+    let (parent_based, root) = match name.strip_prefix("parentbased_") {
+        Some(root) => (true, root),
+        None => (false, name.as_str()),
+    };
+    let root = match root {
+        "always_on" => RootSampling::AlwaysOn,
+        "always_off" => RootSampling::AlwaysOff,
+        // The specification's default argument is 1.0.
+        "traceidratio" => match set("OTEL_TRACES_SAMPLER_ARG") {
+            None => RootSampling::Ratio(1.0),
+            Some(arg) => match arg.parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => RootSampling::Ratio(ratio),
+                _ => anyhow::bail!(
+                    "OTEL_TRACES_SAMPLER_ARG={arg} is not a sampling ratio; use a number from \
+                     0 to 1"
+                ),
+            },
+        },
+        _ => anyhow::bail!("OTEL_TRACES_SAMPLER={name} is not supported; use {SAMPLERS}"),
+    };
+    Ok(Sampling { parent_based, root })
 }
 
 #[cfg(test)]
@@ -189,6 +427,30 @@ mod tests {
         })
     }
 
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+
+    /// Export with these settings beside an endpoint, or the error reading them.
+    fn exporting(vars: &[(&str, &str)]) -> anyhow::Result<(bool, Sampling, Vec<String>)> {
+        let mut vars = vars.to_vec();
+        vars.push(ENDPOINT);
+        match read(&vars)? {
+            ExportSettings::Otlp {
+                service_named,
+                sampling,
+                ignored,
+            } => Ok((service_named, sampling, ignored)),
+            ExportSettings::Off => anyhow::bail!("export is off"),
+        }
+    }
+
+    fn unnamed() -> ExportSettings {
+        ExportSettings::Otlp {
+            service_named: false,
+            sampling: Sampling::default(),
+            ignored: Vec::new(),
+        }
+    }
+
     #[test]
     fn export_is_off_without_an_endpoint() {
         assert_eq!(read(&[]).unwrap(), ExportSettings::Off);
@@ -200,72 +462,53 @@ mod tests {
             .unwrap(),
             ExportSettings::Off
         );
+        // Settings for an export that does not happen stop nothing.
+        assert_eq!(
+            read(&[("OTEL_TRACES_SAMPLER", "xray")]).unwrap(),
+            ExportSettings::Off
+        );
     }
 
     #[test]
     fn either_endpoint_turns_export_on() {
-        let unnamed = ExportSettings::Otlp {
-            service_named: false,
-        };
-        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
         let traces = (
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "http://127.0.0.1:4318/v1/traces",
         );
 
-        assert_eq!(read(&[endpoint]).unwrap(), unnamed);
-        assert_eq!(read(&[traces]).unwrap(), unnamed);
+        assert_eq!(read(&[ENDPOINT]).unwrap(), unnamed());
+        assert_eq!(read(&[traces]).unwrap(), unnamed());
     }
 
     #[test]
     fn disabling_wins_over_an_endpoint() {
-        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
-
         assert_eq!(
-            read(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).unwrap(),
+            read(&[ENDPOINT, ("OTEL_SDK_DISABLED", "TRUE")]).unwrap(),
             ExportSettings::Off
         );
         assert_eq!(
-            read(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).unwrap(),
+            read(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")]).unwrap(),
             ExportSettings::Off
         );
         assert_eq!(
-            read(&[endpoint, ("OTEL_SDK_DISABLED", "false")]).unwrap(),
-            ExportSettings::Otlp {
-                service_named: false
-            }
+            read(&[ENDPOINT, ("OTEL_SDK_DISABLED", "false")]).unwrap(),
+            unnamed()
         );
     }
 
     #[test]
     fn a_service_name_from_the_environment_replaces_the_roles_default() {
-        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
-        let named = ExportSettings::Otlp {
-            service_named: true,
-        };
+        let named = |vars: &[(&str, &str)]| exporting(vars).unwrap().0;
 
-        assert_eq!(
-            read(&[endpoint, ("OTEL_SERVICE_NAME", "edge")]).unwrap(),
-            named
-        );
-        assert_eq!(
-            read(&[
-                endpoint,
-                ("OTEL_RESOURCE_ATTRIBUTES", "team=flow, service.name=edge")
-            ])
-            .unwrap(),
-            named
-        );
-        assert_eq!(
-            read(&[
-                endpoint,
-                ("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=x")
-            ])
-            .unwrap(),
-            ExportSettings::Otlp {
-                service_named: false
-            }
-        );
+        assert!(named(&[("OTEL_SERVICE_NAME", "edge")]));
+        assert!(named(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "team=flow, service.name=edge"
+        )]));
+        assert!(!named(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.namespace=x"
+        )]));
     }
 
     #[test]
@@ -281,5 +524,135 @@ mod tests {
             "{zipkin}"
         );
         assert!(read(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_ok());
+    }
+
+    #[test]
+    fn every_sampler_of_the_specification_is_read_and_parent_based_is_the_default() {
+        let sampling = |vars: &[(&str, &str)]| exporting(vars).unwrap().1;
+        let ratio = ("OTEL_TRACES_SAMPLER_ARG", "0.25");
+        let of = |parent_based, root| Sampling { parent_based, root };
+
+        assert_eq!(sampling(&[]), of(true, RootSampling::AlwaysOn));
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "always_on")]),
+            of(false, RootSampling::AlwaysOn)
+        );
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+            of(false, RootSampling::AlwaysOff)
+        );
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ratio]),
+            of(false, RootSampling::Ratio(0.25))
+        );
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "parentbased_always_on")]),
+            of(true, RootSampling::AlwaysOn)
+        );
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", " ParentBased_Always_Off ")]),
+            of(true, RootSampling::AlwaysOff)
+        );
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ratio]),
+            of(true, RootSampling::Ratio(0.25))
+        );
+        // Without an argument the ratio is the specification's default, every trace.
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "traceidratio")]),
+            of(false, RootSampling::Ratio(1.0))
+        );
+    }
+
+    #[test]
+    fn a_sampler_the_sdk_lacks_or_a_bad_ratio_is_refused_naming_what_works() {
+        let refused = |vars: &[(&str, &str)]| exporting(vars).unwrap_err().to_string();
+
+        let xray = refused(&[("OTEL_TRACES_SAMPLER", "xray")]);
+        let jaeger = refused(&[("OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote")]);
+        let percent = refused(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "25"),
+        ]);
+        let word = refused(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+        ]);
+
+        assert!(xray.contains("xray is not supported"), "{xray}");
+        assert!(xray.contains("parentbased_traceidratio"), "{xray}");
+        assert!(
+            jaeger.contains("jaeger_remote is not supported"),
+            "{jaeger}"
+        );
+        assert!(percent.contains("from 0 to 1"), "{percent}");
+        assert!(word.contains("OTEL_TRACES_SAMPLER_ARG=half"), "{word}");
+    }
+
+    #[test]
+    fn numbers_and_headers_that_the_exporter_would_skip_are_refused() {
+        let refused = |vars: &[(&str, &str)]| exporting(vars).unwrap_err().to_string();
+
+        let timeout = refused(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]);
+        let delay = refused(&[("OTEL_BSP_SCHEDULE_DELAY", "1.5")]);
+        let headers = refused(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer secret-token,x-tenant",
+        )]);
+
+        assert!(
+            timeout.contains("OTEL_EXPORTER_OTLP_TIMEOUT=10s"),
+            "{timeout}"
+        );
+        assert!(delay.contains("OTEL_BSP_SCHEDULE_DELAY=1.5"), "{delay}");
+        assert!(headers.contains("not key=value"), "{headers}");
+        assert!(!headers.contains("secret"), "{headers}");
+        assert!(
+            exporting(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1, b=2,")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn settings_that_have_no_effect_here_are_named_with_what_applies_instead() {
+        let ignored = |vars: &[(&str, &str)]| exporting(vars).unwrap().2;
+
+        let found = ignored(&[
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+            ("OTEL_PROPAGATORS", "tracecontext,baggage"),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ]);
+
+        let text = found.join("\n");
+        assert_eq!(found.len(), 5, "{text}");
+        for name in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION=gzip",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_BSP_EXPORT_TIMEOUT",
+            "OTEL_PROPAGATORS=tracecontext,baggage",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ] {
+            assert!(
+                text.contains(&format!("{name} is not applied")),
+                "{name}: {text}"
+            );
+        }
+        assert!(text.contains("sent uncompressed"), "{text}");
+        // What is applied, or asks for what is done anyway, is not named.
+        assert!(
+            ignored(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_PROPAGATORS", "tracecontext"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "4096"),
+            ])
+            .is_empty()
+        );
     }
 }

@@ -363,8 +363,8 @@ async fn stored_traceparent(db: &TestDb, id: &str) -> Option<String> {
         .unwrap()
 }
 
-/// The trace ids each service sent, read from OTLP/JSON export requests.
-fn exported(requests: &[crate::receiver::Received]) -> Vec<(String, String)> {
+/// The service, trace id and name of each span sent, read from OTLP/JSON export requests.
+fn exported(requests: &[crate::receiver::Received]) -> Vec<(String, String, String)> {
     let mut found = Vec::new();
     for request in requests.iter().filter(|r| r.path == "/v1/traces") {
         for resource in request.body["resourceSpans"]
@@ -387,7 +387,8 @@ fn exported(requests: &[crate::receiver::Received]) -> Vec<(String, String)> {
                 .flat_map(|scope| scope["spans"].as_array().into_iter().flatten());
             for span in spans {
                 let trace = span["traceId"].as_str().unwrap_or_default().to_owned();
-                found.push((service.clone(), trace));
+                let name = span["name"].as_str().unwrap_or_default().to_owned();
+                found.push((service.clone(), trace, name));
             }
         }
     }
@@ -456,19 +457,17 @@ async fn serve_and_worker_processes_export_one_trace_over_otlp() {
     assert!(terminate(&mut server).success());
     let (server_logs, worker_logs) = (logs(&mut server), logs(&mut worker));
 
-    let on_trace: Vec<String> = exported(&collector.received())
-        .into_iter()
-        .filter(|(_, trace)| trace == CALLER_TRACE)
-        .map(|(service, _)| service)
+    let exported = exported(&collector.received());
+    let on_trace: Vec<&str> = exported
+        .iter()
+        .filter(|(_, trace, _)| trace == CALLER_TRACE)
+        .map(|(service, _, _)| service.as_str())
         .collect();
-    assert!(
-        on_trace.iter().any(|s| s == "quantumflow-api"),
-        "{on_trace:?}"
-    );
-    assert!(
-        on_trace.iter().any(|s| s == "quantumflow-worker"),
-        "{on_trace:?}"
-    );
+    // Background tasks that live as long as the process are no trace of their own.
+    let names: Vec<&str> = exported.iter().map(|(_, _, name)| name.as_str()).collect();
+    assert!(!names.contains(&"starter"), "{names:?}");
+    assert!(on_trace.contains(&"quantumflow-api"), "{on_trace:?}");
+    assert!(on_trace.contains(&"quantumflow-worker"), "{on_trace:?}");
     // Log lines written under the request and under the node runs name the trace.
     let traced = format!("\"trace_id\":\"{CALLER_TRACE}\"");
     let accepted_line = server_logs
