@@ -88,6 +88,11 @@ pub struct Trigger {
 /// Why a node run that was never started is over, when the trigger itself failed.
 const TRIGGER_FAILED: &str = "cancelled: the trigger failed";
 
+/// What a node run waiting for its next attempt shows when its last one was stopped by a
+/// worker shutting down.
+const STOPPED_AT_SHUTDOWN: &str =
+    "the attempt was stopped at the end of its worker's shutdown grace period";
+
 /// An execution decided in memory and not yet written: its snapshot, the first state of every
 /// node run, and the jobs to queue. [`Start::prepare`] does the deciding, which needs no
 /// database, so that [`start_all`] can write many of them with a few statements.
@@ -318,8 +323,8 @@ pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn fold_counts(pool: PgPool) {
     let mut ticks = tokio::time::interval(FOLD_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Failures in a row. While the database is away, waits grow to a minute and only the
-    // first failure and the recovery are logged: once a second would flood the log.
+    // Failures in a row. While the database is away, waits grow to a minute, so that logging
+    // each attempt does not flood the log.
     let mut failures: u32 = 0;
     loop {
         ticks.tick().await;
@@ -338,12 +343,18 @@ pub async fn fold_counts(pool: PgPool) {
                 }
             }
             Err(err) => {
-                if failures == 0 {
-                    tracing::warn!(error = %err, "cannot fold execution counts; will retry");
-                }
                 failures = failures.saturating_add(1);
-                let wait = FOLD_INTERVAL.saturating_mul(2_u32.saturating_pow(failures.min(6)));
-                tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+                let wait = FOLD_INTERVAL
+                    .saturating_mul(2_u32.saturating_pow(failures.min(6)))
+                    .min(Duration::from_secs(60));
+                tracing::warn!(
+                    operation = "fold counts",
+                    attempt = failures,
+                    retry_in = ?wait,
+                    error = %err,
+                    "cannot fold execution counts; retrying"
+                );
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -506,11 +517,13 @@ impl Engine {
             return Ok(Begin::Nothing);
         }
         if attempt.claim.attempt as u32 > attempt.policy.max_attempts() {
-            // The earlier attempts ended without reporting: their workers died. A node that
-            // keeps killing its worker must stop being retried somewhere.
+            // The earlier attempts ended without reporting: their workers died, or stopped
+            // them when a shutdown grace period ran out. A node that keeps killing its worker,
+            // or outlasting every drain, must stop being retried somewhere.
+            let ran = attempt.claim.attempt - 1;
             let message = format!(
-                "gave up after {} attempts; the workers running it stopped without reporting",
-                attempt.claim.attempt - 1
+                "gave up after {ran} attempt{}; the workers running it stopped without reporting",
+                if ran == 1 { "" } else { "s" }
             );
             if self.finish(&attempt, Err(&message), None).await? {
                 meters::attempts_exhausted();
@@ -691,10 +704,35 @@ impl Engine {
     }
 
     /// Gives a successor claimed by [`Engine::succeed`] back to the queue without running it,
-    /// for a worker that is shutting down: any worker then runs it, as a first attempt.
+    /// for a worker that is shutting down: any worker then runs it, and the claim that was
+    /// never started is not counted as an attempt.
     pub async fn hand_back(&self, attempt: &Attempt) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
         if runs::hand_back(&mut *tx, attempt.claim.id, attempt.claim.attempt).await? {
+            let job = NodeRunJob {
+                execution_id: attempt.claim.execution_id,
+                node_run_id: attempt.claim.id,
+            };
+            quantumflow_queue::push_node_runs(&mut tx, &[(job, Duration::ZERO)]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives the run of an attempt that was stopped mid-node (its worker's shutdown grace
+    /// period ended) back to the queue at once. The attempt counts, as one whose worker died
+    /// would: the next claim is a new attempt, and one past the retry policy's last fails the
+    /// run for good (see [`Engine::begin`]) instead of running the node again.
+    pub async fn requeue_stopped(&self, attempt: &Attempt) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let released = runs::release_for_retry(
+            &mut *tx,
+            attempt.claim.id,
+            attempt.claim.attempt,
+            STOPPED_AT_SHUTDOWN,
+        )
+        .await?;
+        if released {
             let job = NodeRunJob {
                 execution_id: attempt.claim.execution_id,
                 node_run_id: attempt.claim.id,

@@ -163,6 +163,20 @@ impl Options {
     }
 }
 
+/// What [`LocalPg::stop`] left behind in the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The server is stopped: no server runs in the data directory.
+    Stopped,
+    /// The server this handle started is gone, but another one, which it did not start (an
+    /// operator restarted the server by hand, say), runs in the data directory and was left
+    /// running.
+    OtherStillRunning {
+        /// The other server's postmaster.
+        pid: u32,
+    },
+}
+
 /// A running private server. Stop it with [`LocalPg::stop`]; dropping it leaves the server
 /// running until the next start in the same directory stops it.
 #[derive(Debug)]
@@ -251,10 +265,40 @@ impl LocalPg {
         &self.data_dir
     }
 
-    /// Stops the server with a fast shutdown: open sessions are closed, nothing is lost.
-    pub async fn stop(mut self) -> Result<()> {
+    /// Stops the server with a fast shutdown: open sessions are closed, nothing is lost. Then
+    /// checks that no server runs in the data directory any more: one restarted by hand (with
+    /// `pg_ctl restart`, say) is not the process this handle started, and is left running.
+    pub async fn stop(mut self) -> Result<Stopped> {
+        let started = self.child.id();
+        match self.child.try_wait() {
+            Ok(Some(status)) => tracing::warn!(
+                %status,
+                "the private PostgreSQL server this process started had already exited"
+            ),
+            _ => self.shut_down().await,
+        }
+        let pgdata = Layout::new(&self.data_dir).pgdata;
+        // The pid file of the server just stopped may outlive it after an immediate shutdown;
+        // its pid is then ours, not another server's.
+        if let Some(pid) = running_postmaster(&pgdata).filter(|&pid| Some(pid) != started) {
+            tracing::warn!(
+                pid,
+                data_dir = %self.data_dir.display(),
+                "a PostgreSQL server that this process did not start (restarted by hand?) still \
+                 runs in the data directory; stop it with `pg_ctl stop -D {}` as the server's \
+                 user or `kill -INT {pid}`, or the next `quantumflow up` here stops it",
+                pgdata.display()
+            );
+            return Ok(Stopped::OtherStillRunning { pid });
+        }
+        tracing::info!("private PostgreSQL server stopped");
+        Ok(Stopped::Stopped)
+    }
+
+    /// Stops the server this handle started and waits for it to exit.
+    async fn shut_down(&mut self) {
         let Some(pid) = self.child.id() else {
-            return Ok(());
+            return;
         };
         let pid = Pid::from_raw(pid as i32);
 
@@ -269,8 +313,6 @@ impl LocalPg {
             let _ = kill(pid, Signal::SIGQUIT);
             let _ = self.child.wait().await;
         }
-        tracing::info!("private PostgreSQL server stopped");
-        Ok(())
     }
 
     async fn wait_until_ready(&mut self, layout: &Layout) -> Result<()> {
@@ -487,6 +529,17 @@ fn lock_data_dir(data_dir: &Path, lock_path: &Path) -> Result<File> {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(LocalPgError::InUse(data_dir.to_owned())),
         Err(fs::TryLockError::Error(e)) => Err(io("lock", lock_path, e)),
+    }
+}
+
+/// The postmaster running in `pgdata` by its pid file, if the process it names exists.
+fn running_postmaster(pgdata: &Path) -> Option<u32> {
+    let contents = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: u32 = contents.lines().next()?.trim().parse().ok()?;
+    // A server run as another account cannot be signalled, but it exists.
+    match kill(Pid::from_raw(i32::try_from(pid).ok()?), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => Some(pid),
+        Err(_) => None,
     }
 }
 

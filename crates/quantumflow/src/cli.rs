@@ -148,8 +148,8 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ShutdownGraceArgs {
     /// Seconds the nodes running at SIGTERM may take to finish; nodes still running then are
-    /// stopped and their node runs handed back to the queue, which takes up to 4 s more. Jobs
-    /// fetched but not started are handed back at once.
+    /// stopped, which counts as an attempt, and their node runs handed back to the queue, which
+    /// takes up to 4 s more. Jobs fetched but not started are handed back at once.
     #[arg(long = "shutdown-grace", value_name = "SECONDS", env = "QUANTUMFLOW_SHUTDOWN_GRACE",
           default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub(crate) seconds: u64,

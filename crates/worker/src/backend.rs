@@ -157,33 +157,47 @@ async fn listen(pool: PgPool, signal: Arc<Signal>) {
             Err(err) => {
                 let (attempt, delay) = backoff.fail();
                 tracing::warn!(
-                    error.message = %err,
+                    operation = "listen",
                     attempt,
                     retry_in = ?delay,
-                    "cannot listen for jobs"
+                    error.message = %err,
+                    "cannot listen for jobs; retrying"
                 );
                 tokio::time::sleep(delay).await;
                 continue;
             }
         };
+        if backoff.failures > 0 {
+            tracing::info!(
+                operation = "listen",
+                failed_attempts = backoff.failures,
+                "listening for jobs again"
+            );
+        }
         backoff = Backoff::default();
         // Jobs queued before LISTEN took effect notified nobody.
         signal.raise();
-        loop {
+        let lost = loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     if is_for_this_queue(notification.payload()) {
                         signal.raise();
                     }
                 }
-                // The connection was lost; the next call reconnects, and what was sent in
-                // between is lost, so the poller fetches once more.
-                Ok(None) => signal.raise(),
-                Err(err) => {
-                    tracing::warn!(error.message = %err, "lost the connection listening for jobs");
-                    break;
-                }
+                Ok(None) => break None,
+                Err(err) => break Some(err),
             }
+        };
+        // What was sent while nobody listened is gone, so the poller fetches once more; the
+        // connection is made anew above, with backoff, so an outage is waited out in logged,
+        // spaced attempts.
+        signal.raise();
+        match lost {
+            Some(err) => tracing::warn!(
+                error.message = %err,
+                "lost the connection listening for jobs"
+            ),
+            None => tracing::warn!("lost the connection listening for jobs"),
         }
     }
 }
@@ -226,6 +240,11 @@ where
         match attempt().await {
             Err(Error::Database(err)) => {
                 let (attempt, delay) = backoff.fail();
+                // The queue's own calls never become a StorageError, where pool timeouts are
+                // otherwise counted.
+                if matches!(err, sqlx::Error::PoolTimedOut) {
+                    quantumflow_storage::meters::pool_timed_out();
+                }
                 if is_unavailable(&err) {
                     tracing::warn!(
                         operation,
@@ -262,6 +281,10 @@ where
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // Left to itself, the listener reconnects inside `try_recv`, at once and again and again
+    // for as long as connecting fails with an I/O error (a server's missing unix socket, say):
+    // a busy loop that logs nothing. `listen` reconnects instead.
+    listener.eager_reconnect(false);
     listener.listen(INSERT_CHANNEL).await?;
     Ok(listener)
 }
@@ -393,6 +416,48 @@ const FETCH_SQL: &str = "
     RETURNING j.id, j.job, j.attempts, j.max_attempts, j.priority,
               extract(epoch FROM j.run_at)::int8 AS run_at";
 
+/// Gives the jobs that workers of queue `$1` silent for `$2` seconds hold back to the queue,
+/// counting the attempt; returns each such worker with how many of its jobs went back. Jobs
+/// another worker is rescuing at the same moment are left to it.
+const RESCUE_SQL: &str = "
+    WITH dead AS (
+        SELECT j.id, j.lock_by
+        FROM apalis.jobs AS j
+        JOIN apalis.workers AS w ON w.id = j.lock_by
+        WHERE w.worker_type = $1
+          AND w.last_seen <= now() - make_interval(secs => $2)
+          AND j.status IN ('Queued', 'Running')
+        FOR UPDATE OF j SKIP LOCKED
+    ), requeued AS (
+        UPDATE apalis.jobs AS j
+        SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL,
+            attempts = j.attempts + 1,
+            last_result = '{\"Err\": \"Re-enqueued: its worker passed its heartbeat timeout.\"}'
+        FROM dead
+        WHERE j.id = dead.id
+        RETURNING dead.lock_by
+    )
+    SELECT lock_by, count(*) FROM requeued GROUP BY lock_by ORDER BY lock_by";
+
+/// The workers whose jobs [`Store::rescue`] handed back, each with how many.
+struct Rescued(Vec<(String, i64)>);
+
+impl Rescued {
+    /// Counts and logs the rescue; call after it committed.
+    fn report(&self) {
+        let mut total = 0;
+        for (dead_worker, jobs) in &self.0 {
+            tracing::info!(
+                %dead_worker,
+                jobs,
+                "re-queued the jobs of a worker that stopped beating"
+            );
+            total += u64::try_from(*jobs).unwrap_or_default();
+        }
+        crate::meters::rescued(total);
+    }
+}
+
 /// A job as [`FETCH_SQL`] returns it.
 #[derive(sqlx::FromRow)]
 struct FetchedJob {
@@ -446,7 +511,7 @@ impl Store {
 impl Store {
     async fn register_once(&self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
+        let rescued = self.rescue(&mut tx).await?;
         // Worker names are unique per process start (`worker_name`), so a conflict means two
         // processes were given the same name; a retry after a lost commit finds its own row.
         let inserted = sqlx::query(
@@ -465,23 +530,29 @@ impl Store {
             return Err(Error::WorkerAlreadyExists(worker.name().to_owned()));
         }
         tx.commit().await?;
-        crate::meters::rescued(rescued);
+        rescued.report();
         Ok(())
     }
 
     async fn heartbeat_once(&self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         queries::keep_alive(&mut *tx, self.queue(), worker).await?;
-        let rescued = queries::reenqueue_orphaned(&mut *tx, self.queue(), self.dead_for()).await?;
+        let rescued = self.rescue(&mut tx).await?;
         tx.commit().await?;
-        crate::meters::rescued(rescued);
-        if rescued > 0 {
-            tracing::info!(
-                jobs = rescued,
-                "re-queued the jobs of a worker that stopped beating"
-            );
-        }
+        rescued.report();
         Ok(())
+    }
+
+    /// Hands the jobs of workers that have not beaten for [`Store::dead_for`] back to the
+    /// queue, as apalis-postgres's `reenqueue_orphaned` does (the attempt counted), and says
+    /// whose they were: that query only counts them.
+    async fn rescue(&self, tx: &mut sqlx::PgConnection) -> Result<Rescued, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(RESCUE_SQL)
+            .bind(self.queue())
+            .bind(self.dead_for() as f64)
+            .fetch_all(tx)
+            .await?;
+        Ok(Rescued(rows))
     }
 
     async fn fetch_once(&self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {

@@ -14,9 +14,11 @@
 //! 2. lets the nodes in flight finish for up to [`WorkerConfig::shutdown_grace`]; a chain
 //!    stops at its next node, which goes back to the queue;
 //! 3. when the grace period ends, stops the nodes still running and hands each node run back
-//!    to the queue. The engine's attempt fencing keeps the stopped attempt from recording
-//!    anything, so the node run ends with one result; the node itself runs again elsewhere, so
-//!    a call it had already sent is sent again, with the same `Idempotency-Key`;
+//!    to the queue. The stopped attempt counts toward the node's retry policy, as one whose
+//!    worker died does, and the engine's attempt fencing keeps it from recording anything, so
+//!    the node run ends with one result; the node itself runs again elsewhere (unless that
+//!    was its last attempt), so a call it had already sent is sent again, with the same
+//!    `Idempotency-Key`;
 //! 4. gives back whatever it still holds and returns. Should the database be unreachable
 //!    throughout, it returns [`HAND_BACK_TIME`] after the grace period anyway, and the jobs it
 //!    held run elsewhere once the other workers notice its heartbeat has stopped.
@@ -350,9 +352,10 @@ async fn run_attempt(
         ran = run => ran,
         true = interrupted => {
             // The node's future is gone, so this attempt records nothing; its node run goes
-            // back to the queue for a worker that stays.
+            // back to the queue for a worker that stays. The attempt counts, as one whose
+            // worker died would: a node that outlasts every drain must not run forever.
             tracing::warn!("node stopped at the end of the shutdown grace period; handing it back");
-            runtime.engine.hand_back(attempt).await?;
+            runtime.engine.requeue_stopped(attempt).await?;
             return Ok(None);
         }
     };

@@ -59,3 +59,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(&args.action, &data_dir, url).await,
     }
 }
+
+/// Completes on Ctrl-C or SIGTERM, whichever comes first. Each command logs its own shutdown,
+/// so that the line names the process's role and is filed under its command's target.
+pub(crate) async fn signalled() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

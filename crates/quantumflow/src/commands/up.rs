@@ -69,7 +69,9 @@ async fn serve_until_signal(
         let (stop, stopped) = (stop.clone(), stopped.clone());
         async move {
             tokio::select! {
-                () = serve::shutdown_signal() => {}
+                () = super::signalled() => {
+                    tracing::info!(role = "up", "shutting down");
+                }
                 () = until_stopped(stopped) => {}
             }
             let _ = stop.send(true);

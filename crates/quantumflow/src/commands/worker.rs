@@ -37,7 +37,11 @@ pub(crate) async fn run(
     let admin = tokio::spawn(observe::serve_admin(admin, pool.clone(), status, async {
         let _ = admin_stop.await;
     }));
-    let worked = quantumflow_worker::run(pool, &config, serve::shutdown_signal())
+    let shutdown = async {
+        super::signalled().await;
+        tracing::info!(role = "worker", "shutting down");
+    };
+    let worked = quantumflow_worker::run(pool, &config, shutdown)
         .await
         .context("the worker failed");
     let _ = stopped.send(());

@@ -1,6 +1,7 @@
 //! Stopping processes while they work, and taking the database away from under them.
 
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,9 @@ use crate::cluster::{
     Cluster, admin, admin_in, control_plane, create_workflow, execute, finished_within,
 };
 use crate::receiver::Receiver;
-use crate::support::{exchange, get, quantumflow, run, scratch_dir, send, stderr};
+use crate::support::{
+    exchange, free_address, get, quantumflow, run, scratch_dir, send, stderr, terminate, wait_ready,
+};
 
 /// How long a worker's jobs wait after it dies without a word, before the other workers take
 /// them over: four missed heartbeats of 15 s. Work handed back on shutdown must not wait that.
@@ -175,45 +178,221 @@ async fn jobs_a_stopping_worker_fetched_but_never_started_run_elsewhere_at_once(
 
 // Several threads: the receiver must keep answering while the test polls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_still_running_when_the_grace_period_ends_is_handed_back_and_run_again() {
+async fn a_node_stopped_when_the_grace_period_ends_counts_as_an_attempt() {
     let db = TestDb::new().await;
     admin(&db).await;
-    // The first call hangs far beyond the grace period; the call made again answers at once.
+    // Each node's first call hangs far beyond the grace period; a call made again answers at
+    // once.
     let receiver = Receiver::start_with(Arc::new(|_, seen| {
         let pause = if seen == 0 { 20 } else { 0 };
         (200, Duration::from_secs(pause))
     }))
     .await;
     let mut cluster = Cluster::on(db.url(), 1, &["--shutdown-grace", "1"]).await;
-    let workflow = create_workflow(cluster.api, &chain(receiver.address, 1)).await;
-    let execution = execute(cluster.api, &workflow, &json!({})).await;
-    receiver.wait_for_requests(1).await;
+    let retried = create_workflow(cluster.api, &chain(receiver.address, 1)).await;
+    // The same node with no retries: its stopped attempt was its only one.
+    let mut once = chain(receiver.address, 1);
+    once["name"] = json!("chain without retries");
+    once["settings"] = json!({"retry_policy": {"max_retries": 0, "retry_delay": 1}});
+    let once = create_workflow(cluster.api, &once).await;
+    let retried = execute(cluster.api, &retried, &json!({})).await;
+    let once = execute(cluster.api, &once, &json!({})).await;
+    receiver.wait_for_requests(2).await;
 
     let stopped_at = Instant::now();
     cluster.signal(1);
     let exit = exit_of(&mut cluster, 1, Duration::from_secs(15)).await;
     let exited_after = stopped_at.elapsed();
     cluster.add_worker();
-    let finished = finished_within(cluster.api, &execution, Duration::from_secs(30)).await;
-    let runs: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT status, retry_count FROM node_runs \
-         WHERE execution_id = $1::uuid AND node_name = 'n1'",
-    )
-    .bind(&execution)
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
+    let retried = finished_within(cluster.api, &retried, Duration::from_secs(30)).await;
+    let once = finished_within(cluster.api, &once, Duration::from_secs(30)).await;
+    let attempts = |execution: &Value| {
+        let run = crate::cluster::run(execution, "n1");
+        (
+            run["status"].as_str().unwrap_or_default().to_owned(),
+            run["retry_count"].as_i64().unwrap_or(-1),
+        )
+    };
     let received = receiver.received();
 
     assert!(exit.success(), "{exit}");
     assert!(
         exited_after < Duration::from_secs(10),
-        "the worker waited {exited_after:?} for a node that runs 20 s"
+        "the worker waited {exited_after:?} for nodes that run 20 s"
     );
-    assert_eq!(finished["status"], "success", "{finished:#}");
-    assert_eq!(runs, [("success".to_owned(), 0)], "one result, not a retry");
-    assert_eq!(received.len(), 2, "sent again after the stop");
-    assert_eq!(received[0].idempotency_key, received[1].idempotency_key);
+    assert_eq!(retried["status"], "success", "{retried:#}");
+    assert_eq!(
+        attempts(&retried),
+        ("success".to_owned(), 1),
+        "the stopped attempt counts: one result, on the second attempt"
+    );
+    assert_eq!(once["status"], "failed", "{once:#}");
+    let error = crate::cluster::run(&once, "n1")["error_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("gave up after 1 attempt;"), "{once:#}");
+    assert_eq!(
+        received.len(),
+        3,
+        "sent again after the stop only where an attempt was left: {received:?}"
+    );
+    let again: Vec<_> = received
+        .iter()
+        .filter(|r| r.idempotency_key == received[2].idempotency_key)
+        .collect();
+    assert_eq!(again.len(), 2, "{received:?}");
+}
+
+/// Starts a worker on `db` that logs JSON at info to a pipe, and waits until it is ready.
+async fn logging_worker(db: &TestDb) -> std::process::Child {
+    logging_worker_on(&db.url()).await
+}
+
+/// [`logging_worker`] on the database at `url`.
+async fn logging_worker_on(url: &str) -> std::process::Child {
+    let admin = free_address();
+    let mut worker = quantumflow()
+        .args(["--log-format", "json", "worker", "--admin-listen"])
+        .arg(admin.to_string())
+        .env("RUST_LOG", "info")
+        .env("DATABASE_URL", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut worker, admin).await;
+    worker
+}
+
+/// Stops a worker from [`logging_worker`] and returns how it exited and its log lines.
+fn stop_logging(mut worker: std::process::Child) -> (std::process::ExitStatus, Vec<Value>, String) {
+    let exit = terminate(&mut worker);
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut logs).unwrap();
+    let lines = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    (exit, lines, logs)
+}
+
+#[tokio::test]
+async fn a_stopping_worker_logs_its_shutdown_as_a_worker() {
+    let db = TestDb::new().await;
+    let worker = logging_worker(&db).await;
+
+    let (exit, lines, logs) = stop_logging(worker);
+    let shutdown = lines.iter().find(|line| line["message"] == "shutting down");
+
+    assert!(exit.success(), "{exit}");
+    let shutdown = shutdown.unwrap_or_else(|| panic!("no shutdown line: {logs}"));
+    assert_eq!(
+        shutdown["target"], "quantumflow::commands::worker",
+        "{logs}"
+    );
+    assert_eq!(shutdown["role"], "worker", "{logs}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["target"] != "quantumflow::commands::serve"),
+        "a worker logged as the control plane: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn the_jobs_of_a_dead_worker_are_rescued_naming_it() {
+    let db = TestDb::new().await;
+    // A worker that took a job and has been silent for two minutes, past the heartbeat
+    // timeout; the job's node run does not exist, so running it does nothing.
+    let job = quantumflow_queue::NodeRunJob {
+        execution_id: uuid::Uuid::now_v7(),
+        node_run_id: uuid::Uuid::now_v7(),
+    };
+    let mut conn = db.pool().acquire().await.unwrap();
+    quantumflow_queue::push_node_runs(&mut conn, &[(job, Duration::ZERO)])
+        .await
+        .unwrap();
+    drop(conn);
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, last_seen) \
+         VALUES ('gone-1', $1, 'PgStorage', now() - interval '2 minutes')",
+    )
+    .bind(quantumflow_queue::NODE_RUN_QUEUE)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Running', lock_by = 'gone-1', lock_at = now()")
+        .execute(db.pool())
+        .await
+        .unwrap();
+
+    // A worker rescues what dead ones held as it registers.
+    let worker = logging_worker(&db).await;
+    let (exit, lines, logs) = stop_logging(worker);
+    let rescue = lines
+        .iter()
+        .find(|line| line["message"] == "re-queued the jobs of a worker that stopped beating");
+
+    assert!(exit.success(), "{exit}");
+    let rescue = rescue.unwrap_or_else(|| panic!("no rescue logged: {logs}"));
+    assert_eq!(rescue["dead_worker"], "gone-1", "{logs}");
+    assert_eq!(rescue["jobs"], 1, "{logs}");
+}
+
+#[tokio::test]
+async fn an_idle_worker_logs_each_spaced_attempt_to_reach_a_database_that_went_away() {
+    let dir = scratch_dir();
+    let options = Options {
+        durable: false,
+        ..Options::new(dir.path(), "quantumflow")
+    };
+    let server = LocalPg::start(&options).await.unwrap();
+    let url = server.url();
+    let migrated = run(quantumflow()
+        .args(["migrate", "up"])
+        .env("DATABASE_URL", &url));
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let worker = logging_worker_on(&url).await;
+
+    // The private server listens on a unix socket, which is gone while it is down: every
+    // attempt to connect fails at once.
+    server.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = LocalPg::start(&options).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (exit, lines, logs) = stop_logging(worker);
+    server.stop().await.unwrap();
+    let retries = |operation: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|line| line["operation"] == operation && line["level"] == "WARN")
+            .collect()
+    };
+    let (listen, fetch) = (retries("listen"), retries("fetch"));
+
+    assert!(exit.success(), "{exit}");
+    for (operation, retries) in [("listen", &listen), ("fetch", &fetch)] {
+        assert!(!retries.is_empty(), "no {operation} retries logged: {logs}");
+        assert!(
+            retries
+                .iter()
+                .all(|line| line["attempt"].is_u64() && line["retry_in"].is_string()),
+            "{logs}"
+        );
+        // Spaced by a growing backoff: a handful in three seconds, not a flood.
+        assert!(
+            retries.len() < 15,
+            "{} {operation} lines: {logs}",
+            retries.len()
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["message"] == "listening for jobs again"),
+        "{logs}"
+    );
 }
 
 /// What one webhook delivery got back.
