@@ -709,11 +709,7 @@ impl Engine {
     pub async fn hand_back(&self, attempt: &Attempt) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
         if runs::hand_back(&mut *tx, attempt.claim.id, attempt.claim.attempt).await? {
-            let job = NodeRunJob {
-                execution_id: attempt.claim.execution_id,
-                node_run_id: attempt.claim.id,
-            };
-            quantumflow_queue::push_node_runs(&mut tx, &[(job, Duration::ZERO)]).await?;
+            queue_now(&mut tx, attempt).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -733,11 +729,7 @@ impl Engine {
         )
         .await?;
         if released {
-            let job = NodeRunJob {
-                execution_id: attempt.claim.execution_id,
-                node_run_id: attempt.claim.id,
-            };
-            quantumflow_queue::push_node_runs(&mut tx, &[(job, Duration::ZERO)]).await?;
+            queue_now(&mut tx, attempt).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1151,6 +1143,17 @@ impl Engine {
 fn node_index(plan: &Plan, node_id: Uuid) -> Result<usize, EngineError> {
     plan.index_of(node_id)
         .ok_or_else(|| PlanError::Unreadable(format!("no node {node_id} in the snapshot")).into())
+}
+
+/// Queues a job for `attempt`'s node run, due now, in the transaction that made it runnable
+/// again.
+async fn queue_now(conn: &mut PgConnection, attempt: &Attempt) -> Result<(), EngineError> {
+    let job = NodeRunJob {
+        execution_id: attempt.claim.execution_id,
+        node_run_id: attempt.claim.id,
+    };
+    quantumflow_queue::push_node_runs(conn, &[(job, Duration::ZERO)]).await?;
+    Ok(())
 }
 
 /// The retry policy of the node at `index`: its own, or the workflow's.

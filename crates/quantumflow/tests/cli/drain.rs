@@ -340,8 +340,9 @@ async fn the_jobs_of_a_dead_worker_are_rescued_naming_it() {
     assert_eq!(rescue["jobs"], 1, "{logs}");
 }
 
-#[tokio::test]
-async fn an_idle_worker_logs_each_spaced_attempt_to_reach_a_database_that_went_away() {
+/// A throwaway PostgreSQL server of this test's own, which it may stop and start, migrated:
+/// its directory (kept until dropped), options, the running server and its URL.
+async fn migrated_private_server() -> (tempfile::TempDir, Options, LocalPg, String) {
     let dir = scratch_dir();
     let options = Options {
         durable: false,
@@ -353,6 +354,12 @@ async fn an_idle_worker_logs_each_spaced_attempt_to_reach_a_database_that_went_a
         .args(["migrate", "up"])
         .env("DATABASE_URL", &url));
     assert!(migrated.status.success(), "{}", stderr(&migrated));
+    (dir, options, server, url)
+}
+
+#[tokio::test]
+async fn an_idle_worker_logs_each_spaced_attempt_to_reach_a_database_that_went_away() {
+    let (_dir, options, server, url) = migrated_private_server().await;
     let worker = logging_worker_on(&url).await;
 
     // The private server listens on a unix socket, which is gone while it is down: every
@@ -458,17 +465,7 @@ async fn wait_accepted(sent: &Mutex<Vec<Sent>>, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_rides_out_a_database_restart_under_load() {
-    let dir = scratch_dir();
-    let options = Options {
-        durable: false,
-        ..Options::new(dir.path(), "quantumflow")
-    };
-    let server = LocalPg::start(&options).await.unwrap();
-    let url = server.url();
-    let migrated = run(quantumflow()
-        .args(["migrate", "up"])
-        .env("DATABASE_URL", &url));
-    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let (_dir, options, server, url) = migrated_private_server().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     admin_in(&pool).await;
     pool.close().await;
