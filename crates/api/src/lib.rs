@@ -260,13 +260,22 @@ fn record_status<B>(response: &Response<B>, _latency: Duration, span: &tracing::
 
 /// Gives up on a request that takes longer than `limit`, body included, and answers 408 with
 /// a problem body; tower-http's timeout answers with an empty one.
+///
+/// A trigger whose execution is being committed when the limit comes is not cut off: its
+/// sender is told the outcome, since a 408 would make it send again what was written. The
+/// request's [`starter::Ticket`] settles which side answers.
 async fn time_limit(
     State(limit): State<Duration>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+    let ticket = starter::Ticket::new(std::time::Instant::now() + limit);
+    request.extensions_mut().insert(ticket.clone());
+    let response = next.run(request);
+    tokio::pin!(response);
+    match tokio::time::timeout(limit, &mut response).await {
         Ok(response) => response,
+        Err(_) if !ticket.abandon() => response.await,
         Err(_) => ApiError::RequestTimeout(limit).into_response(),
     }
 }

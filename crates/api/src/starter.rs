@@ -10,6 +10,12 @@
 //!
 //! A full queue is answered at once with 503 rather than by making the sender wait.
 //!
+//! A start is written only while its request still waits for it. A group whose statements are
+//! not done by the earliest deadline of its requests is rolled back and answered 503; a
+//! request answered 408 meanwhile is left out of its group (see [`Ticket`]); and a request whose
+//! group is being committed is answered with the outcome, late if need be. Either way the
+//! sender's answer says truly whether the execution exists.
+//!
 //! A signed webhook delivery carries the sender's id for it. The id is claimed in the same
 //! transaction that writes the execution (see [`quantumflow_storage::deliveries`]), so a repeat
 //! of it, whether it arrives later, in the same group, or in a group another writer commits at
@@ -18,12 +24,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use quantumflow_engine::{EngineError, Start};
 use quantumflow_storage::StorageError;
 use quantumflow_storage::deliveries::{self, Delivery};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -74,12 +81,92 @@ pub enum StartError {
     /// The writers have stopped: the server is shutting down.
     #[error("the server is shutting down")]
     Stopped,
+    /// The group could not be written before the request's time limit; nothing was written.
+    #[error("the trigger could not be recorded in time; nothing was written; retry shortly")]
+    OutOfTime,
+}
+
+/// Decides, between a request's time limit and the writer committing its start, which of the
+/// two answers the request. The writer takes it just before it sends `COMMIT`, and from then
+/// on the request waits for the outcome however long that takes; the time limit takes it to
+/// answer 408, and from then on the writer leaves the start out. Without it, a sender could be
+/// told "send it again" about an execution that was about to be written, and start it twice.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    state: Arc<AtomicU8>,
+    deadline: Instant,
+}
+
+impl Ticket {
+    const OPEN: u8 = 0;
+    const COMMITTING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// A ticket for a request that must be answered by `deadline`.
+    pub fn new(deadline: Instant) -> Self {
+        Self {
+            state: Arc::new(AtomicU8::new(Self::OPEN)),
+            deadline,
+        }
+    }
+
+    /// The time limit's side: whether the request may be answered now without its start, which
+    /// is then never written. False while the start is being committed.
+    pub fn abandon(&self) -> bool {
+        match self.state.compare_exchange(
+            Self::OPEN,
+            Self::ABANDONED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::ABANDONED,
+        }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == Self::ABANDONED
+    }
+
+    /// The writer's side, before `COMMIT`: false if the request was answered already.
+    fn hold(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Self::OPEN,
+                Self::COMMITTING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    /// Undoes [`Ticket::hold`] for a group that is not committed after all.
+    fn release(&self) {
+        let _ = self.state.compare_exchange(
+            Self::COMMITTING,
+            Self::OPEN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 struct Waiting {
-    start: Start,
-    delivery: Option<String>,
+    entry: Entry,
+    ticket: Option<Ticket>,
     done: oneshot::Sender<Result<Started, StartError>>,
+}
+
+impl Waiting {
+    /// Whether someone still waits for this start: not a request answered 408 already, nor
+    /// one whose client went away.
+    fn awaited(&self) -> bool {
+        !self.done.is_closed() && !self.ticket.as_ref().is_some_and(Ticket::is_abandoned)
+    }
+
+    fn entry(&self) -> (&Entry, Option<&Ticket>) {
+        (&self.entry, self.ticket.as_ref())
+    }
 }
 
 /// Hands prepared executions to the writer tasks.
@@ -91,7 +178,7 @@ pub struct Starter {
 impl std::fmt::Debug for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waiting")
-            .field("execution_id", &self.start.execution_id())
+            .field("execution_id", &self.entry.0.execution_id())
             .finish_non_exhaustive()
     }
 }
@@ -114,17 +201,19 @@ impl Starter {
 
     /// Commits `start` with whatever else is waiting, and returns once it is durable. With a
     /// `delivery` id, a start whose id the workflow has already seen is not written; the
-    /// execution of the first is returned instead.
+    /// execution of the first is returned instead. With the request's `ticket`, the start is
+    /// written only if the request is still waiting for it, by the ticket's deadline.
     pub async fn start(
         &self,
         start: Start,
         delivery: Option<String>,
+        ticket: Option<Ticket>,
     ) -> Result<Started, StartError> {
         let (done, committed) = oneshot::channel();
         self.queue
             .try_send(Waiting {
-                start,
-                delivery,
+                entry: (start, delivery),
+                ticket,
                 done,
             })
             .map_err(|err| match err {
@@ -170,53 +259,119 @@ async fn prune(pool: &PgPool) {
 /// A start waiting to be written, with its delivery id.
 type Entry = (Start, Option<String>);
 
+/// How a group's transaction ended, when the database did not fail it.
+enum Written {
+    /// Committed: for each entry, whether it started or repeated a delivery.
+    Committed(Vec<Started>),
+    /// Rolled back: the earliest deadline in the group came before it could commit.
+    OutOfTime,
+    /// Rolled back: a request of the group was answered while it was written; the others are
+    /// to be written again without it.
+    Abandoned,
+}
+
 /// Commits a group, and tells each waiting handler how it went. When the group as a whole
 /// fails for a reason other than the database being unreachable, each start is retried on its
 /// own, so that one bad start cannot fail the others.
-async fn write(pool: &PgPool, group: Vec<Waiting>) {
-    let (entries, replies): (Vec<Entry>, Vec<_>) = group
-        .into_iter()
-        .map(|w| ((w.start, w.delivery), w.done))
-        .unzip();
-    let result = commit(pool, &entries).await;
-    tracing::debug!(
-        starts = entries.len(),
-        ok = result.is_ok(),
-        "group committed"
-    );
+async fn write(pool: &PgPool, mut group: Vec<Waiting>) {
+    let result = loop {
+        group.retain(Waiting::awaited);
+        if group.is_empty() {
+            return;
+        }
+        let entries: Vec<(&Entry, Option<&Ticket>)> = group.iter().map(Waiting::entry).collect();
+        let result = commit(pool, &entries).await;
+        tracing::debug!(starts = entries.len(), ok = result.is_ok(), "group written");
+        if !matches!(result, Ok(Written::Abandoned)) {
+            break result;
+        }
+    };
     match result {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+        Ok(Written::Committed(outcomes)) => {
+            for (waiting, outcome) in group.into_iter().zip(outcomes) {
+                let _ = waiting.done.send(Ok(outcome));
+            }
+        }
+        Ok(Written::OutOfTime | Written::Abandoned) => {
+            tracing::warn!(
+                starts = group.len(),
+                "a group of starts could not be written before its requests' time limit"
+            );
+            for waiting in group {
+                let _ = waiting.done.send(Err(StartError::OutOfTime));
             }
         }
         Err(err) if is_unavailable(&err) => {
-            tracing::warn!(error = %err, starts = entries.len(), "database unavailable");
-            for reply in replies {
-                let _ = reply.send(Err(StartError::Unavailable));
+            tracing::warn!(error = %err, starts = group.len(), "database unavailable");
+            for waiting in group {
+                let _ = waiting.done.send(Err(StartError::Unavailable));
             }
         }
-        Err(err) if entries.len() == 1 => {
-            let _ = replies.into_iter().next().map(|r| r.send(Err(err.into())));
+        Err(err) if group.len() == 1 => {
+            let _ = group
+                .into_iter()
+                .next()
+                .map(|w| w.done.send(Err(err.into())));
         }
         Err(err) => {
             tracing::warn!(
                 error = %err,
-                starts = entries.len(),
+                starts = group.len(),
                 "group failed; writing one by one"
             );
-            for (entry, reply) in entries.into_iter().zip(replies) {
-                let result = commit(pool, std::slice::from_ref(&entry)).await;
-                let outcome = result.map(|outcomes| outcomes[0]);
-                let _ = reply.send(outcome.map_err(StartError::from));
+            for waiting in group {
+                if !waiting.awaited() {
+                    continue;
+                }
+                let outcome = match commit(pool, &[waiting.entry()]).await {
+                    Ok(Written::Committed(outcomes)) => Ok(outcomes[0]),
+                    // Answered meanwhile: nobody waits for this one any more.
+                    Ok(Written::Abandoned) => continue,
+                    Ok(Written::OutOfTime) => Err(StartError::OutOfTime),
+                    Err(err) => Err(err.into()),
+                };
+                let _ = waiting.done.send(outcome);
             }
         }
     }
 }
 
 /// Writes a group in one transaction and says, for each entry, whether it started or repeated
-/// a delivery already claimed.
-async fn commit(pool: &PgPool, entries: &[Entry]) -> Result<Vec<Started>, EngineError> {
+/// a delivery already claimed. The statements must be done by the group's earliest deadline;
+/// `COMMIT` is sent only once every request of the group has been held to wait for it.
+async fn commit(
+    pool: &PgPool,
+    group: &[(&Entry, Option<&Ticket>)],
+) -> Result<Written, EngineError> {
+    let entries: Vec<&Entry> = group.iter().map(|(entry, _)| *entry).collect();
+    let tickets: Vec<&Ticket> = group.iter().filter_map(|(_, ticket)| *ticket).collect();
+    let written = write_group(pool, &entries);
+    let (tx, outcomes) = match tickets.iter().map(|t| t.deadline).min() {
+        Some(deadline) => {
+            // Dropping the unfinished transaction rolls it back: COMMIT was never sent.
+            match tokio::time::timeout_at(deadline.into(), written).await {
+                Ok(written) => written?,
+                Err(_) => return Ok(Written::OutOfTime),
+            }
+        }
+        None => written.await?,
+    };
+    for (held, ticket) in tickets.iter().enumerate() {
+        if !ticket.hold() {
+            tickets[..held].iter().for_each(|t| t.release());
+            return Ok(Written::Abandoned);
+        }
+    }
+    tx.commit().await.map_err(StorageError::from)?;
+    quantumflow_engine::meters::started(&new_starts(&entries, &outcomes));
+    Ok(Written::Committed(outcomes))
+}
+
+/// Runs a group's statements in a new transaction, left open for the caller to commit.
+async fn write_group(
+    pool: &PgPool,
+    entries: &[&Entry],
+) -> Result<(Transaction<'static, Postgres>, Vec<Started>), EngineError> {
     let mut tx = pool.begin().await.map_err(StorageError::from)?;
     let mut outcomes = vec![Started::New; entries.len()];
 
@@ -261,18 +416,47 @@ async fn commit(pool: &PgPool, entries: &[Entry]) -> Result<Vec<Started>, Engine
         }
     }
 
-    let starts: Vec<&Start> = entries
+    quantumflow_engine::start_all(&mut tx, &new_starts(entries, &outcomes)).await?;
+    Ok((tx, outcomes))
+}
+
+/// The starts of `entries` that are written: not repeats of a delivery.
+fn new_starts<'a>(entries: &[&'a Entry], outcomes: &[Started]) -> Vec<&'a Start> {
+    entries
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter(|(_, outcome)| **outcome == Started::New)
         .map(|((start, _), _)| start)
-        .collect();
-    quantumflow_engine::start_all(&mut tx, &starts).await?;
-    tx.commit().await.map_err(StorageError::from)?;
-    quantumflow_engine::meters::started(&starts);
-    Ok(outcomes)
+        .collect()
 }
 
 fn is_unavailable(err: &EngineError) -> bool {
     matches!(err, EngineError::Storage(StorageError::Unavailable(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_is_taken_by_one_side_only() {
+        let deadline = Instant::now();
+
+        let committed = Ticket::new(deadline);
+        assert!(committed.hold());
+        assert!(!committed.abandon(), "a start being committed was cut off");
+
+        let answered = Ticket::new(deadline);
+        assert!(answered.abandon());
+        assert!(answered.abandon(), "abandoning twice must still say so");
+        assert!(
+            !answered.hold(),
+            "an answered request's start was committed"
+        );
+
+        let released = Ticket::new(deadline);
+        assert!(released.hold());
+        released.release();
+        assert!(released.abandon());
+    }
 }

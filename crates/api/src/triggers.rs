@@ -16,10 +16,10 @@
 //! whose exponents would make them print far longer than they were sent are 400s that say
 //! where, so they never reach the database as a 500 or come back a hundred times larger.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use quantumflow_domain::WorkflowStatus;
 use quantumflow_engine::{EngineError, Start, TraceContext, Trigger};
 use quantumflow_storage::StorageError;
@@ -36,7 +36,7 @@ use crate::openapi::{
     PayloadTooLarge, TokenErrors, Unprocessable,
 };
 use crate::signature::{self, SecretsError, SignatureConfig};
-use crate::starter::{StartError, Started};
+use crate::starter::{StartError, Started, Ticket};
 use crate::trace;
 use crate::workflows::WorkflowId;
 use crate::{ApiError, AppState};
@@ -59,9 +59,10 @@ impl From<StartError> for ApiError {
     fn from(err: StartError) -> Self {
         match err {
             StartError::Engine(engine) => engine.into(),
-            busy @ (StartError::Busy | StartError::Unavailable | StartError::Stopped) => {
-                Self::Unavailable(busy.to_string())
-            }
+            busy @ (StartError::Busy
+            | StartError::Unavailable
+            | StartError::Stopped
+            | StartError::OutOfTime) => Self::Unavailable(busy.to_string()),
         }
     }
 }
@@ -120,6 +121,7 @@ pub struct Accepted {
 )]
 pub async fn webhook(
     State(state): State<AppState>,
+    ticket: Option<Extension<Ticket>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -150,7 +152,8 @@ pub async fn webhook(
         input,
         triggered_by: None,
     };
-    accept(&state, &workflow, trigger, &headers, delivery).await
+    let ticket = ticket.map(|Extension(ticket)| ticket);
+    accept(&state, &workflow, trigger, &headers, delivery, ticket).await
 }
 
 /// `POST /api/v1/workflows/{id}/executions`: starts an active workflow; the body is its input,
@@ -178,6 +181,7 @@ pub async fn webhook(
 )]
 pub async fn execute(
     State(state): State<AppState>,
+    ticket: Option<Extension<Ticket>>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -199,7 +203,8 @@ pub async fn execute(
         input,
         triggered_by: Some(caller.user_id),
     };
-    accept(&state, &workflow, trigger, &headers, None).await
+    let ticket = ticket.map(|Extension(ticket)| ticket);
+    accept(&state, &workflow, trigger, &headers, None, ticket).await
 }
 
 /// Checks a delivery against the workflow's signature settings, if it has any, and returns
@@ -257,6 +262,7 @@ async fn accept(
     trigger: Trigger,
     headers: &HeaderMap,
     delivery: Option<String>,
+    ticket: Option<Ticket>,
 ) -> Result<Response, ApiError> {
     let doc = state.documents.of(&state.pool, workflow).await?;
     let start = Start::prepare(&doc, trigger)?;
@@ -272,7 +278,7 @@ async fn accept(
     let start = start.with_trace(trace);
     let started = state
         .starter
-        .start(start, delivery)
+        .start(start, delivery, ticket)
         .instrument(span)
         .await?;
 

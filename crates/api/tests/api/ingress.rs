@@ -253,6 +253,33 @@ async fn a_body_that_stops_arriving_is_408_with_a_problem_body_and_writes_nothin
     assert_eq!(counts(&db).await, (0, 0, 0, 0));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_not_written_by_its_time_limit_is_never_written() {
+    let db = db_with_workflow().await;
+    let app =
+        router(AppState::new(db.pool().clone()).with_request_timeout(Duration::from_millis(500)));
+    // The lock holds the group's insert until well after the request's time limit.
+    let mut lock = db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE node_runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let answered = send_to(&app, post_json(PATH, &json!({"email": "late@example.com"}))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.unwrap();
+    // Time for a write that was left running to land, as one did when the limit only answered
+    // 408 and the group went on to commit.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let status = answered.status;
+    assert!(
+        status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::SERVICE_UNAVAILABLE,
+        "{status}"
+    );
+    assert_eq!(counts(&db).await, (0, 0, 0, 0));
+}
+
 #[tokio::test]
 async fn values_postgresql_cannot_hold_are_400s_on_every_route_and_write_nothing() {
     let db = db_with_workflow().await;

@@ -560,7 +560,7 @@ async fn a_delivery_to_the_old_version_committed_after_a_replace_is_still_a_dupl
     .unwrap();
     let first = start.execution_id();
     let started = Starter::spawn(db.pool())
-        .start(start, Some("d-late".to_owned()))
+        .start(start, Some("d-late".to_owned()), None)
         .await
         .unwrap();
     let replay = send_to(&app, Replaceable::delivery("d-late")).await;

@@ -229,9 +229,9 @@ async fn a_start_that_cannot_be_written_fails_alone() {
     let prepare = |doc, name| quantumflow_engine::Start::prepare(doc, trigger(name)).unwrap();
 
     let results = futures_util::future::join_all([
-        starter.start(prepare(&doc, "ada"), None),
-        starter.start(prepare(&orphan, "bob"), None),
-        starter.start(prepare(&doc, "cy"), None),
+        starter.start(prepare(&doc, "ada"), None, None),
+        starter.start(prepare(&orphan, "bob"), None, None),
+        starter.start(prepare(&doc, "cy"), None, None),
     ])
     .await;
 
