@@ -962,11 +962,30 @@ pub async fn nodes_sending_header(
     convert(rows)
 }
 
-/// Deletes a workflow and, by cascade, its nodes, edges and executions.
+/// Deletes a workflow with every version of it and, by cascade, their nodes, edges and
+/// executions.
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    let done = sqlx::query!("DELETE FROM workflows WHERE id = $1", id)
-        .execute(db)
-        .await?;
+    // Versions are one workflow's history, and each names its parent, so they go together:
+    // any version's id removes them all, in one statement, which the parent keys allow.
+    let done = sqlx::query!(
+        r#"
+        WITH RECURSIVE root AS (
+            SELECT id, parent_workflow_id FROM workflows WHERE id = $1
+            UNION ALL
+            SELECT w.id, w.parent_workflow_id
+            FROM workflows AS w JOIN root ON w.id = root.parent_workflow_id
+        ),
+        chain AS (
+            SELECT id FROM root WHERE parent_workflow_id IS NULL
+            UNION ALL
+            SELECT w.id FROM workflows AS w JOIN chain ON w.parent_workflow_id = chain.id
+        )
+        DELETE FROM workflows WHERE id IN (SELECT id FROM chain)
+        "#,
+        id,
+    )
+    .execute(db)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(StorageError::NotFound { entity: "workflow" });
     }

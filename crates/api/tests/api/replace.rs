@@ -269,6 +269,37 @@ async fn replacing_an_old_or_archived_version_is_a_conflict_naming_the_latest() 
 }
 
 #[tokio::test]
+async fn deleting_any_version_deletes_every_version_with_its_executions() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let first = id_of(&create_workflow(&db).await);
+    let started = send(
+        &db,
+        post_json("/webhook/signup", &json!({"email": "a@b.c"})),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let second = id_of(
+        &send(&db, put_json(&format!("{WORKFLOWS}/{first}"), &revised()))
+            .await
+            .body,
+    );
+    let third = send(&db, put_json(&format!("{WORKFLOWS}/{second}"), &document())).await;
+    assert_eq!(third.body["version"], 3, "{}", third.body);
+
+    let delete = axum::http::Request::delete(format!("{WORKFLOWS}/{second}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let deleted = send(&db, delete).await;
+
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    assert_eq!(count(&db, "SELECT count(*) FROM workflows").await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 0);
+    let latest = send(&db, get(&format!("{WORKFLOWS}/{}", id_of(&third.body)))).await;
+    problem_detail(&latest, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn of_two_concurrent_replaces_exactly_one_wins() {
     let db = TestDb::new().await;
     admin(&db).await;
