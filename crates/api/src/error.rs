@@ -151,6 +151,11 @@ impl ApiError {
     }
 }
 
+/// The detail of a 503 when every connection of the pool stayed busy for the whole acquire
+/// timeout: the database answers, but this process is at its connection limit.
+pub const POOL_EXHAUSTED: &str = "no database connection became free in time: this server is \
+     at its connection limit; retry shortly";
+
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         match err {
@@ -165,6 +170,9 @@ impl From<StorageError> for ApiError {
                 "the request holds a value that cannot be stored ({detail}): text may not \
                  contain NUL (\\u0000), and numbers must stay within PostgreSQL's numeric range"
             )),
+            err @ StorageError::Unavailable(_) if err.is_pool_exhausted() => {
+                Self::Unavailable(POOL_EXHAUSTED.into())
+            }
             StorageError::Unavailable(_) => {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }

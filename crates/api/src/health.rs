@@ -12,14 +12,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use quantumflow_storage::schema;
+use quantumflow_storage::{StorageError, probes, schema};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use crate::error::POOL_EXHAUSTED;
 use crate::openapi::DatabaseErrors;
 use crate::{ApiError, AppState};
 
@@ -89,22 +91,51 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
             "draining: this process is shutting down and takes no new traffic".to_owned(),
         ));
     }
+    let mut probe = begin_probe(&state.pool).await?;
     Ok(Json(Readiness {
         status: "ready",
-        schema: schema_versions(&state.pool).await?,
+        schema: schema_versions(&mut probe).await?,
     }))
+}
+
+/// The longest a probe's statement runs before the database cancels it: under the 3 s that
+/// probes give the database, so that a probe stuck behind a lock frees its connection soon
+/// after it gave up, and repeated probes cannot take the whole pool.
+pub const PROBE_STATEMENT_LIMIT: Duration = Duration::from_millis(2500);
+
+/// A transaction for a probe's reads on `pool`, whose statements the database cancels after
+/// [`PROBE_STATEMENT_LIMIT`].
+pub async fn begin_probe(pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
+    probes::begin(pool, PROBE_STATEMENT_LIMIT)
+        .await
+        .map_err(|err| unready(&err))
+}
+
+/// Why a probe's read failed, as the detail of its 503: a busy pool, a database too slow to
+/// answer (a lock, say) and one that cannot be reached call for different remedies.
+pub fn unready(err: &StorageError) -> ApiError {
+    if err.is_pool_exhausted() {
+        return ApiError::Unavailable(POOL_EXHAUSTED.to_owned());
+    }
+    if err.is_statement_timeout() {
+        return ApiError::Unavailable(format!(
+            "the database did not answer within {} ms; a lock or a slow statement holds it up",
+            PROBE_STATEMENT_LIMIT.as_millis()
+        ));
+    }
+    ApiError::Unavailable(format!("the database is unreachable: {err}"))
 }
 
 /// For each migration set, the newest version applied, as [`Readiness::schema`] shows them;
 /// an error when the database is unreachable or lacks a migration this binary needs. Every
-/// role's readiness check starts here.
-pub async fn schema_versions(pool: &PgPool) -> Result<Map<String, Value>, ApiError> {
+/// role's readiness check starts here, on a transaction of [`begin_probe`].
+pub async fn schema_versions(probe: &mut PgConnection) -> Result<Map<String, Value>, ApiError> {
     let mut versions = Map::new();
     for set in quantumflow_queue::migration_sets() {
         // Whatever keeps the schema from being read makes the process unready, not broken.
-        let report = schema::inspect(pool, set)
+        let report = schema::inspect_on(&mut *probe, set)
             .await
-            .map_err(|err| ApiError::Unavailable(format!("the database is unreachable: {err}")))?;
+            .map_err(|err| unready(&err))?;
         if let Some(pending) = report.pending().next() {
             return Err(ApiError::Unavailable(format!(
                 "the database lacks {} migration {} ({}); run `quantumflow migrate up`",

@@ -252,7 +252,8 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 /// errors do not, as the conventions say.
 fn record_status<B>(response: &Response<B>, _latency: Duration, span: &tracing::Span) {
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // As i64: tracing-opentelemetry has no unsigned form and would export a u16 as a string.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

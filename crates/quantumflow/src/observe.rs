@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics::{Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use quantumflow_api::ApiError;
+use quantumflow_api::{ApiError, health};
+use quantumflow_storage::{StorageError, probes};
 use quantumflow_worker::WorkerStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -39,9 +40,9 @@ use tracing_subscriber::registry::LookupSpan;
 const QUEUE_RUNNABLE: &str = "quantumflow_queue_runnable_jobs";
 /// Seconds since the longest-waiting runnable job fell due.
 const QUEUE_OLDEST_AGE: &str = "quantumflow_queue_oldest_runnable_age_seconds";
-/// This process's database connections, by `state` (`in_use`, `idle`).
+/// This process's database connections, by `state` (`in_use`, `idle`), over all its pools.
 const POOL_CONNECTIONS: &str = "quantumflow_db_pool_connections";
-/// The most connections this process's pool opens.
+/// The most connections this process's pools open together.
 const POOL_MAX: &str = "quantumflow_db_pool_max_connections";
 /// How long callers waited for a pooled connection.
 const POOL_WAIT: &str = "quantumflow_db_pool_acquire_wait_seconds";
@@ -66,6 +67,11 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a scrape waits for the queue's backlog; a slow database must not make the
 /// scrape itself time out and lose every other metric.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest the backlog's query runs before the database cancels it: under
+/// [`BACKLOG_TIMEOUT`], so a scrape that gave up does not keep its connection busy behind a
+/// lock (see [`quantumflow_storage::probes`]).
+const BACKLOG_STATEMENT_LIMIT: Duration = Duration::from_millis(1500);
 
 /// The longest `/readyz` waits for the database before it answers 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -120,18 +126,20 @@ fn describe() {
     metrics::describe_gauge!(
         POOL_CONNECTIONS,
         Unit::Count,
-        "This process's database connections, in use or idle in its pool."
+        "This process's database connections, in use or idle, summed over its pools."
     );
     metrics::describe_gauge!(
         POOL_MAX,
         Unit::Count,
-        "The most database connections this process's pool opens."
+        "The most database connections this process's pools open, summed over its pools."
     );
     metrics::describe_histogram!(
         POOL_WAIT,
         Unit::Seconds,
         "Time callers waited for a database connection from this process's pools, opening \
-         one included. The rate of its sum is the average number of callers waiting."
+         one included; waits that ended in a timeout are not in it but in \
+         quantumflow_db_pool_acquire_timeouts_total. The rate of its sum is the average number \
+         of callers waiting, too low when callers time out."
     );
 }
 
@@ -188,11 +196,14 @@ pub(crate) async fn upkeep() {
     }
 }
 
-/// `GET /metrics` on `pool`'s process.
-pub(crate) fn metrics_router(pool: PgPool) -> Router {
+/// `GET /metrics` of a process whose pools are `pool`, on which the queue's backlog is read, and
+/// `others`: the pool gauges sum them all, as they are all the process's connections.
+pub(crate) fn metrics_router(pool: PgPool, others: Vec<PgPool>) -> Router {
+    let mut pools = vec![pool];
+    pools.extend(others);
     Router::new()
         .route("/metrics", get(render))
-        .with_state(pool)
+        .with_state(Arc::new(pools))
 }
 
 struct ScrapeGauges {
@@ -211,23 +222,37 @@ static SCRAPE_GAUGES: LazyLock<ScrapeGauges> = LazyLock::new(|| ScrapeGauges {
     max: metrics::gauge!(POOL_MAX),
 });
 
-async fn render(State(pool): State<PgPool>) -> Response {
+async fn render(State(pools): State<Arc<Vec<PgPool>>>) -> Response {
     let gauges = &*SCRAPE_GAUGES;
-    let size = pool.size();
-    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
-    gauges.in_use.set(f64::from(size - idle));
-    gauges.idle.set(f64::from(idle));
-    gauges
-        .max
-        .set(f64::from(pool.options().get_max_connections()));
-    match tokio::time::timeout(BACKLOG_TIMEOUT, quantumflow_queue::backlog(&pool)).await {
+    let (mut in_use, mut idle, mut max) = (0.0, 0.0, 0.0);
+    for pool in pools.iter() {
+        let size = pool.size();
+        let free = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        in_use += f64::from(size - free);
+        idle += f64::from(free);
+        max += f64::from(pool.options().get_max_connections());
+    }
+    gauges.in_use.set(in_use);
+    gauges.idle.set(idle);
+    gauges.max.set(max);
+    // Beginning the transaction turns a pool timeout into a StorageError, which counts it in
+    // quantumflow_db_pool_acquire_timeouts_total like any other caller's.
+    let backlog = async {
+        let mut probe = probes::begin(&pools[0], BACKLOG_STATEMENT_LIMIT).await?;
+        Ok::<_, StorageError>(quantumflow_queue::backlog(&mut *probe).await?)
+    };
+    match tokio::time::timeout(BACKLOG_TIMEOUT, backlog).await {
         Ok(Ok(backlog)) => {
             gauges.runnable.set(backlog.runnable as f64);
             gauges.oldest_age.set(backlog.oldest_age_seconds);
         }
         // The gauges keep their last values; the log says why they are stale.
         Ok(Err(err)) => {
-            tracing::warn!(error.message = %err, "cannot read the queue's backlog for /metrics");
+            tracing::warn!(
+                error.message = %err,
+                error.source = ?std::error::Error::source(&err),
+                "cannot read the queue's backlog for /metrics"
+            );
         }
         Err(_) => tracing::warn!("reading the queue's backlog for /metrics timed out"),
     }
@@ -270,13 +295,13 @@ pub(crate) async fn serve_admin(
 ) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(upkeep());
     let app = Router::new()
-        .route("/healthz", get(quantumflow_api::health::healthz))
+        .route("/healthz", get(health::healthz))
         .route("/readyz", get(worker_ready))
         .with_state(Admin {
             pool: pool.clone(),
             status,
         })
-        .merge(metrics_router(pool))
+        .merge(metrics_router(pool, Vec::new()))
         .fallback(|| async {
             ApiError::UnknownRoute(
                 "the admin listener serves /healthz, /readyz and /metrics".into(),
@@ -308,7 +333,10 @@ async fn check_worker(admin: &Admin) -> Result<Value, String> {
     if admin.status.is_draining() {
         return Err("draining: this worker is shutting down and fetches no new jobs".to_owned());
     }
-    let versions = quantumflow_api::health::schema_versions(&admin.pool)
+    let mut probe = health::begin_probe(&admin.pool)
+        .await
+        .map_err(|err| err.to_string())?;
+    let versions = health::schema_versions(&mut probe)
         .await
         .map_err(|err| err.to_string())?;
 
@@ -316,9 +344,9 @@ async fn check_worker(admin: &Admin) -> Result<Value, String> {
         .status
         .name()
         .ok_or_else(|| "the worker has not started yet".to_owned())?;
-    let silence = quantumflow_queue::worker_silence(&admin.pool, name)
+    let silence = quantumflow_queue::worker_silence(&mut *probe, name)
         .await
-        .map_err(|err| format!("the database is unreachable: {err}"))?
+        .map_err(|err| health::unready(&StorageError::from(err)).to_string())?
         .ok_or_else(|| format!("worker {name} is not registered with the queue yet"))?;
     // Two missed beats, not one: a beat can be a little late under load. Its jobs are handed
     // to others only after MISSED_HEARTBEATS.

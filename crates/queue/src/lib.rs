@@ -135,7 +135,7 @@ pub struct Backlog {
 /// Counts the runnable node-run jobs. The condition is the one of the queue's partial fetch
 /// index (`idx_apalis_jobs_fetch_partial`), so the query reads only that index's entries of due
 /// jobs, never the finished jobs the table keeps.
-pub async fn backlog(pool: &sqlx::PgPool) -> Result<Backlog, sqlx::Error> {
+pub async fn backlog(db: impl sqlx::PgExecutor<'_>) -> Result<Backlog, sqlx::Error> {
     let (runnable, oldest_age_seconds): (i64, f64) = sqlx::query_as(
         "SELECT count(*), \
                 coalesce(extract(epoch FROM now() - min(run_at))::float8, 0) \
@@ -144,7 +144,7 @@ pub async fn backlog(pool: &sqlx::PgPool) -> Result<Backlog, sqlx::Error> {
            AND job_type = $1 AND run_at <= now()",
     )
     .bind(NODE_RUN_QUEUE)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(Backlog {
         runnable,
@@ -154,13 +154,16 @@ pub async fn backlog(pool: &sqlx::PgPool) -> Result<Backlog, sqlx::Error> {
 
 /// Seconds since the worker called `name` last proved it is alive; `None` when the queue has
 /// no such worker (it has not registered yet).
-pub async fn worker_silence(pool: &sqlx::PgPool, name: &str) -> Result<Option<f64>, sqlx::Error> {
+pub async fn worker_silence(
+    db: impl sqlx::PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<f64>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT extract(epoch FROM now() - last_seen)::float8 \
          FROM apalis.workers WHERE id = $1 AND worker_type = $2",
     )
     .bind(name)
     .bind(NODE_RUN_QUEUE)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }

@@ -117,6 +117,22 @@ impl StorageError {
 }
 
 impl StorageError {
+    /// Whether every connection of the pool stayed busy for the whole acquire timeout: the
+    /// database may be fine, but this process has no connection to spare.
+    pub fn is_pool_exhausted(&self) -> bool {
+        matches!(self, Self::Unavailable(sqlx::Error::PoolTimedOut))
+    }
+
+    /// Whether the server cancelled the statement because it ran, or waited for a lock, longer
+    /// than the transaction's `statement_timeout` or `lock_timeout` (see [`crate::probes`]).
+    pub fn is_statement_timeout(&self) -> bool {
+        let Self::Other(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        // 57014: query_canceled; 55P03: lock_not_available.
+        matches!(db.code().as_deref(), Some("57014" | "55P03"))
+    }
+
     /// Whether the transaction lost a race with another one (a deadlock or a serialization
     /// failure) and would likely succeed if run again.
     pub fn is_conflict(&self) -> bool {

@@ -13,12 +13,14 @@
 //! - [`deliveries`]: signed webhook deliveries already accepted, for replay detection.
 //! - [`StorageError`]: what went wrong, by kind (not found, conflict, unavailable, …).
 //! - [`meters`]: how often callers gave up waiting for the connection pool.
+//! - [`probes`]: transactions whose statements the server cancels after a limit, for probes.
 
 pub mod connectors;
 pub mod deliveries;
 mod error;
 pub mod executions;
 pub mod meters;
+pub mod probes;
 pub mod runs;
 pub mod schema;
 pub mod tokens;

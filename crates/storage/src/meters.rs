@@ -9,13 +9,15 @@ use metrics::Unit;
 /// Callers that waited the whole acquire timeout for a connection and got none.
 pub const POOL_TIMEOUTS: &str = "quantumflow_db_pool_acquire_timeouts_total";
 
-/// Gives the metric its help text; call once, after installing the recorder.
+/// Gives the metric its help text and its first sample, 0; call once, after installing the
+/// recorder. Without a sample before the first timeout, `increase()` would miss that one.
 pub fn describe() {
     metrics::describe_counter!(
         POOL_TIMEOUTS,
         Unit::Count,
         "Callers that gave up waiting for a free database connection after the acquire timeout."
     );
+    metrics::counter!(POOL_TIMEOUTS).increment(0);
 }
 
 /// Counts one caller that gave up on the pool.

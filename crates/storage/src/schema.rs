@@ -7,8 +7,8 @@
 //! sqlx takes a session advisory lock around every run, so two processes migrating at once
 //! take turns and the second finds nothing left to do.
 
-use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{PgConnection, PgPool};
 
 use crate::StorageError;
 
@@ -119,7 +119,8 @@ pub async fn revert(
     set: MigrationSet<'_>,
     target: i64,
 ) -> Result<(), MigrationError> {
-    let applied = applied_versions(pool, set).await?;
+    let mut conn = pool.acquire().await.map_err(StorageError::from)?;
+    let applied = applied_versions(&mut conn, set).await?;
     for m in set
         .migrator
         .iter()
@@ -188,7 +189,15 @@ impl SetReport {
 
 /// Compares the database with `set` without changing anything.
 pub async fn inspect(pool: &PgPool, set: MigrationSet<'_>) -> Result<SetReport, StorageError> {
-    let applied = applied_versions(pool, set).await?;
+    inspect_on(&mut *pool.acquire().await?, set).await
+}
+
+/// [`inspect`] on `conn`, such as a probe's transaction (see [`crate::probes`]).
+pub async fn inspect_on(
+    conn: &mut PgConnection,
+    set: MigrationSet<'_>,
+) -> Result<SetReport, StorageError> {
+    let applied = applied_versions(conn, set).await?;
     let migrations: Vec<MigrationState> = set
         .migrator
         .iter()
@@ -211,10 +220,13 @@ pub async fn inspect(pool: &PgPool, set: MigrationSet<'_>) -> Result<SetReport, 
     })
 }
 
-async fn applied_versions(pool: &PgPool, set: MigrationSet<'_>) -> Result<Vec<i64>, StorageError> {
+async fn applied_versions(
+    conn: &mut PgConnection,
+    set: MigrationSet<'_>,
+) -> Result<Vec<i64>, StorageError> {
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(set.table)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if exists.is_none() {
         return Ok(Vec::new());
@@ -227,6 +239,6 @@ async fn applied_versions(pool: &PgPool, set: MigrationSet<'_>) -> Result<Vec<i6
         set.table
     );
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?)
 }

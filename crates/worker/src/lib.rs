@@ -281,25 +281,50 @@ async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxD
         }
     };
     let span = node_span(job.execution_id, job.node_run_id, trace.as_ref());
-    let begun = runtime.engine.begin(&job).instrument(span.clone()).await?;
+    let begun = runtime
+        .engine
+        .begin(&job)
+        .instrument(span.clone())
+        .await
+        .map_err(|err| redelivered(job.execution_id, job.node_run_id, err))?;
     let Begin::Run(mut attempt) = begun else {
         return Ok(());
     };
     let mut span = span;
     loop {
-        let next = run_attempt(&runtime, &attempt).instrument(span).await?;
+        let next = run_attempt(&runtime, &attempt)
+            .instrument(span)
+            .await
+            .map_err(|err| redelivered(attempt.claim.execution_id, attempt.claim.id, err))?;
         let Some(next) = next else {
             return Ok(());
         };
         if runtime.draining.load(Ordering::SeqCst) {
             // A chain can be long; the process must exit within its grace period, so the
             // rest of the chain goes back to the queue for the workers that stay.
-            runtime.engine.hand_back(&next).await?;
+            runtime
+                .engine
+                .hand_back(&next)
+                .await
+                .map_err(|err| redelivered(next.claim.execution_id, next.claim.id, err))?;
             return Ok(());
         }
         attempt = next;
         span = node_span(attempt.claim.execution_id, attempt.claim.id, trace.as_ref());
     }
+}
+
+/// Logs that the job of node run `node_run_id` failed on `err` and goes back to the queue, to
+/// be delivered again and its node run claimed anew, so that an operator sees each retry.
+fn redelivered(execution_id: uuid::Uuid, node_run_id: uuid::Uuid, err: EngineError) -> BoxDynError {
+    tracing::warn!(
+        execution.id = %execution_id,
+        node_run.id = %node_run_id,
+        error.message = %err,
+        error.source = ?std::error::Error::source(&err),
+        "cannot record the node run's progress; its job will be delivered again"
+    );
+    err.into()
 }
 
 /// The span of one node run; a child of the execution's span when the execution has a trace.

@@ -280,7 +280,11 @@ pub mod http {
     fn client_span(method: &reqwest::Method, url: &str) -> tracing::Span {
         let url = reqwest::Url::parse(url).ok();
         let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
-        let port = url.as_ref().and_then(reqwest::Url::port_or_known_default);
+        // Integers go out as i64: tracing-opentelemetry exports an unsigned one as a string.
+        let port = url
+            .as_ref()
+            .and_then(reqwest::Url::port_or_known_default)
+            .map(i64::from);
         tracing::info_span!(
             "http.client",
             otel.name = method.as_str(),
@@ -362,7 +366,7 @@ pub mod http {
     ) -> Result<Value, NodeFailure> {
         let status = response.status();
         let span = tracing::Span::current();
-        span.record("http.response.status_code", status.as_u16());
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         if status.is_client_error() || status.is_server_error() {
             span.record("otel.status_code", "error");
         }

@@ -30,7 +30,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             serve::check_schema(&pool).await?;
-            serve::run(pool, &args, keyring, serve::shutdown_signal()).await
+            serve::run(pool, Vec::new(), &args, keyring, serve::shutdown_signal()).await
         }
         Command::Worker(args) => {
             let keyring = keys::configured(&args.keys, &data_dir, url)?;

@@ -17,8 +17,10 @@ use crate::observe;
 /// Serves the API as `args` say until `shutdown` completes, then drains: `/readyz` answers 503
 /// at once, the listener keeps accepting for `--shutdown-delay`, and the requests in flight
 /// finish.
+/// `other_pools` are the process's pools besides the API's, which `/metrics` reports with it.
 pub(crate) async fn run(
     pool: PgPool,
+    other_pools: Vec<PgPool>,
     args: &ServeArgs,
     keyring: Option<Arc<Keyring>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -41,7 +43,7 @@ pub(crate) async fn run(
     }
     let folding = tokio::spawn(quantumflow_engine::fold_counts(pool.clone()));
     let upkeep = tokio::spawn(observe::upkeep());
-    let metrics = observe::metrics_router(pool.clone());
+    let metrics = observe::metrics_router(pool.clone(), other_pools);
     let state = AppState::new(pool)
         .with_keyring(keyring)
         .with_max_body_bytes(max_body_bytes);

@@ -81,9 +81,11 @@ async fn serve_until_signal(
         let stop = stop.clone();
         let stopped = until_stopped(stopped.clone());
         let pool = pool.clone();
+        // `/metrics` reports the workers' connections with the API's: both are this process's.
+        let others = vec![worker_pool.clone()];
         let keyring = Some(Arc::clone(&keyring));
         async move {
-            let result = serve::run(pool, &args.serve, keyring, stopped).await;
+            let result = serve::run(pool, others, &args.serve, keyring, stopped).await;
             let _ = stop.send(true);
             result
         }

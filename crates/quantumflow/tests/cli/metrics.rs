@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, admin, control_plane, create_workflow, execute, finished};
 use crate::receiver::Receiver;
-use crate::support::{get, send, terminate};
+use crate::support::{exchange, get, send, terminate};
 
 /// One scrape, or several summed: every sample with its name and labels.
 pub(crate) struct Scrape {
@@ -445,9 +445,15 @@ async fn a_worker_is_ready_only_with_a_reachable_migrated_database() {
     assert_eq!(health, Some((200, r#"{"status":"ok"}"#.to_owned())));
     let (code, text) = metrics.unwrap();
     assert_eq!(code, 200);
+    let scraped = Scrape::parse(&text);
     assert_eq!(
-        Scrape::parse(&text).value("quantumflow_worker_slots{state=\"free\"}"),
+        scraped.value("quantumflow_worker_slots{state=\"free\"}"),
         4.0
+    );
+    // Reported before any timeout, so `increase()` sees the first one.
+    assert!(
+        scraped.has("quantumflow_db_pool_acquire_timeouts_total"),
+        "{text}"
     );
 
     assert_eq!(behind.0, 503, "{}", behind.1);
@@ -460,6 +466,117 @@ async fn a_worker_is_ready_only_with_a_reachable_migrated_database() {
     let detail = unreachable.1["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("database"), "{detail}");
     assert_eq!(still_alive.map(|(status, _)| status), Some(200));
+}
+
+/// Waits until `expected` backends of the test's database wait for a lock, for at most 15 s;
+/// returns how many do.
+async fn lock_waiters(db: &TestDb, expected: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting == expected || Instant::now() > deadline {
+            return waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_pool_is_told_apart_from_an_outage() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let flags = ["--db-pool-size", "1", "--db-acquire-timeout-ms", "300"];
+    let (mut server, api) = control_plane(&db, &flags).await;
+
+    // A listing blocked on a lock the test holds keeps the pool's one connection busy.
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE workflows IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move { send(api, "GET", "/api/v1/workflows", &[], None).await });
+    assert_eq!(lock_waiters(&db, 1).await, 1, "the listing never blocked");
+    let refused = exchange(api, "GET", "/api/v1/workflows", &[], None).await;
+    let unready = get(api, "/readyz").await.unwrap();
+    // Each scrape's backlog query waits for the pool in vain too, and counts that.
+    let (_, first) = get(api, "/metrics").await.unwrap();
+    let (_, second) = get(api, "/metrics").await.unwrap();
+    blocker.commit().await.unwrap();
+    let (held, _) = held.await.unwrap();
+    terminate(&mut server);
+
+    assert_eq!(held, 200);
+    let (status, headers, body) = refused;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        headers.contains(&("retry-after".to_owned(), "5".to_owned())),
+        "{headers:?}"
+    );
+    let busy = "no database connection became free in time";
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(busy), "{body}");
+    assert!(!detail.contains("unavailable"), "{body}");
+    assert_eq!(unready.0, 503, "{}", unready.1);
+    assert!(unready.1.contains(busy), "{}", unready.1);
+    let timeouts = "quantumflow_db_pool_acquire_timeouts_total";
+    let (first, second) = (Scrape::parse(&first), Scrape::parse(&second));
+    assert!(first.value(timeouts) >= 3.0, "{}", first.value(timeouts));
+    assert!(
+        second.value(timeouts) > first.value(timeouts),
+        "a scrape's own timeout went uncounted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_behind_a_lock_do_not_pin_the_pools_connections() {
+    let db = TestDb::new().await;
+    let cluster = Cluster::with_workers(&db, 1).await;
+    let worker = cluster.admins[0];
+    readiness(worker, 200).await;
+
+    // Every probe reads the migrations table; a lock on it holds them all up, as a long
+    // migration or a stuck transaction would.
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // More probes at once than the worker's pool has connections (--concurrency 4, so 8).
+    let probes: Vec<_> = (0..10)
+        .map(|i| {
+            let address = if i % 2 == 0 { worker } else { cluster.api };
+            tokio::spawn(async move { get(address, "/readyz").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for probe in probes {
+        answers.push(probe.await.unwrap());
+    }
+    // Each probe's statement is cancelled by the server soon after the probe gave up, so no
+    // connection stays behind the lock.
+    let waiting = lock_waiters(&db, 0).await;
+    let (_, text) = get(worker, "/metrics").await.unwrap();
+    blocker.commit().await.unwrap();
+    let after = readiness(worker, 200).await;
+
+    assert_eq!(waiting, 0, "probes left connections waiting for the lock");
+    for answer in &answers {
+        let (status, body) = answer.as_ref().expect("every probe is answered");
+        assert_eq!(*status, 503, "{body}");
+    }
+    let scraped = Scrape::parse(&text);
+    assert!(
+        scraped.value("quantumflow_db_pool_connections{state=\"in_use\"}")
+            < scraped.value("quantumflow_db_pool_max_connections"),
+        "{text}"
+    );
+    assert_eq!(after.0, 200, "{}", after.1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -145,6 +145,15 @@ async fn up_with_database_url_creates_migrates_and_reports_ready() {
     assert_eq!(scraped.value(&started), 1.0, "{metrics}");
     let transforms = "quantumflow_node_runs_total{node_type=\"transform\",status=\"success\"}";
     assert_eq!(scraped.value(transforms), 1.0, "{metrics}");
+    // The pool gauges count both halves' pools: the API's 16 and the workers' 4 + 4.
+    assert_eq!(
+        scraped.value("quantumflow_db_pool_max_connections"),
+        24.0,
+        "{metrics}"
+    );
+    let connections = scraped.value("quantumflow_db_pool_connections{state=\"in_use\"}")
+        + scraped.value("quantumflow_db_pool_connections{state=\"idle\"}");
+    assert!(connections > 1.0, "{metrics}");
     let received = receiver.received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0].body, json!({"said": "HI"}));
