@@ -193,13 +193,12 @@ pub mod http {
         let span = client_span(&method, url);
         add_trace_headers(&span, attempt.trace.as_ref(), &mut headers);
 
+        let target = shown(url);
         let mut request = http
             .request(method, url)
             .map_err(|e| match e {
-                Error::InvalidUrl(e) => {
-                    fail(format!("config.url {url:?} is not a valid URL: {e}"), false)
-                }
-                other => not_sent(&other, url),
+                Error::InvalidUrl(e) => fail(format!("config.url is not a valid URL: {e}"), false),
+                other => not_sent(&other, &target),
             })?
             .headers(headers);
         request = match body {
@@ -215,9 +214,9 @@ pub mod http {
         async {
             let response = request.send().await.map_err(|e| {
                 tracing::Span::current().record("otel.status_code", "error");
-                send_failed(&e, url)
+                send_failed(&e, &target)
             })?;
-            read(response, url, accepted).await
+            read(response, &target, accepted).await
         }
         .instrument(span)
         .await
@@ -404,6 +403,19 @@ pub mod http {
             format!("{target} answered {status}: {snippet}"),
             retryable,
         ))
+    }
+
+    /// `url` as failures name it: without credentials, query or fragment, which often carry
+    /// tokens, since failures are stored, logged and exported with traces.
+    fn shown(url: &str) -> String {
+        let Ok(mut url) = reqwest::Url::parse(url) else {
+            return "config.url".to_owned();
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        url.to_string()
     }
 
     fn describe(err: &reqwest::Error, target: &str) -> String {

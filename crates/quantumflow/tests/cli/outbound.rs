@@ -16,7 +16,8 @@ async fn nodes_aimed_at_a_refused_address_fail_at_once_and_say_how_to_allow_it()
     let webhook = format!("http://{}/slack-secret-path", receiver.address);
     let slack = slack_connector(&db, &webhook).await;
     let cluster = Cluster::refusing_loopback(&db).await;
-    let url = format!("http://{}/internal", receiver.address);
+    // Credentials and a query, which failures must not repeat: they are logged and exported.
+    let url = format!("http://ops:pa55@{}/internal?token=s3cret", receiver.address);
     let document = json!({
         "name": "reaches inside",
         "status": "active",
@@ -51,8 +52,13 @@ async fn nodes_aimed_at_a_refused_address_fail_at_once_and_say_how_to_allow_it()
         assert!(message.contains("QUANTUMFLOW_ALLOW_OUTBOUND"), "{message}");
     }
     let message = call["error_message"].as_str().unwrap();
+    let shown = format!("http://{}/internal", receiver.address);
     assert!(
-        message.starts_with(&format!("request to {url} was refused: ")),
+        message.starts_with(&format!("request to {shown} was refused: ")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("s3cret") && !message.contains("pa55"),
         "{message}"
     );
     let message = post["error_message"].as_str().unwrap();
