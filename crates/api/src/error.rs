@@ -52,8 +52,9 @@ pub enum ApiError {
     #[error("{0} not found")]
     NotFound(&'static str),
 
-    /// No route answers this path; the detail names the method and path asked for.
-    #[error("no route answers {0}; the API's routes are listed at /api/v1/openapi.json")]
+    /// No route answers this path; the detail names the method and path asked for, and
+    /// where the listener's routes are told.
+    #[error("{0}")]
     UnknownRoute(String),
 
     /// The resource exists but does not accept this method; the caller adds an `Allow`

@@ -283,12 +283,15 @@ async fn time_limit(
 
 /// Answers a request that no route matches.
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::UnknownRoute(format!("{method} {}", uri.path()))
+    ApiError::UnknownRoute(format!(
+        "no route answers {method} {}; the API's routes are listed at /api/v1/openapi.json",
+        uri.path()
+    ))
 }
 
 /// Answers a request whose path a route matches but whose method it does not accept; axum adds
 /// the `Allow` header listing the methods it does.
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!(
         "{} does not accept {method}; the Allow header lists the methods it does",
         uri.path()

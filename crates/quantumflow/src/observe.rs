@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics::{Gauge, Histogram, Unit};
@@ -203,6 +203,7 @@ pub(crate) fn metrics_router(pool: PgPool, others: Vec<PgPool>) -> Router {
     pools.extend(others);
     Router::new()
         .route("/metrics", get(render))
+        .method_not_allowed_fallback(quantumflow_api::method_not_allowed)
         .with_state(Arc::new(pools))
 }
 
@@ -297,15 +298,18 @@ pub(crate) async fn serve_admin(
     let app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(worker_ready))
+        .method_not_allowed_fallback(quantumflow_api::method_not_allowed)
         .with_state(Admin {
             pool: pool.clone(),
             status,
         })
         .merge(metrics_router(pool, Vec::new()))
-        .fallback(|| async {
-            ApiError::UnknownRoute(
-                "the admin listener serves /healthz, /readyz and /metrics".into(),
-            )
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::UnknownRoute(format!(
+                "no route answers {method} {}; a worker's admin listener serves GET /healthz, \
+                 /readyz and /metrics",
+                uri.path()
+            ))
         });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -638,3 +638,36 @@ async fn a_pool_too_small_for_its_callers_shows_their_waits_and_give_ups() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_operators_routes_answer_wrong_methods_and_paths_with_problems() {
+    let db = TestDb::new().await;
+    let cluster = Cluster::with_workers(&db, 1).await;
+    let admin = cluster.admins[0];
+    readiness(admin, 200).await;
+
+    let answers = [
+        (
+            cluster.api,
+            "DELETE",
+            "/metrics",
+            405,
+            "does not accept DELETE",
+        ),
+        (admin, "POST", "/readyz", 405, "does not accept POST"),
+        (
+            admin,
+            "GET",
+            "/status",
+            404,
+            "admin listener serves GET /healthz",
+        ),
+    ];
+    for (address, method, path, status, detail) in answers {
+        let (got, problem) = send(address, method, path, &[], None).await;
+        assert_eq!(got, status, "{method} {path}: {problem}");
+        assert_eq!(problem["status"], status, "{method} {path}: {problem}");
+        let text = problem["detail"].as_str().unwrap_or_default();
+        assert!(text.contains(detail), "{method} {path}: {text}");
+    }
+}
