@@ -205,12 +205,16 @@ impl Cluster {
         let concurrency = concurrency.to_string();
         for _ in 0..count {
             let role = Role::Worker(self.workers.len() + 1);
+            // Each worker's admin listener needs a port of its own: the default is one port.
+            let admin = format!("127.0.0.1:{}", free_port()?);
             // The receiver the scenarios call listens on 127.0.0.1, which workers refuse
             // unless told otherwise.
             let args = [
                 "worker",
                 "--concurrency",
                 &concurrency,
+                "--admin-listen",
+                &admin,
                 "--allow-outbound",
                 "127.0.0.1/32",
             ];
