@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use tracing::Subscriber;
+use tracing_log::AsLog as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::cli::LogFormat;
 
@@ -58,6 +59,44 @@ pub(crate) fn init(format: LogFormat, service: &'static str) -> anyhow::Result<T
 
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let tracer = provider
+        .as_ref()
+        .map(|provider| provider.tracer("quantumflow"));
+    let (subscriber, log_level) = subscriber(format, filter, tracer);
+    tracing::subscriber::set_global_default(subscriber)
+        .context("cannot install the log subscriber")?;
+    // Records of libraries that log through `log` reach the subscriber through this bridge.
+    // It passes only what the logs or the exporter could use: the pool-wait layer's interest in
+    // trace events would otherwise make every `log::trace!` call in the process go through it.
+    tracing_log::LogTracer::builder()
+        .with_max_level(log_level.as_log())
+        .init()
+        .context("cannot route `log` records to the log subscriber")?;
+
+    if let ExportSettings::Otlp { ignored, .. } = &settings {
+        // Only now can they be logged; the exporter was built before the subscriber existed.
+        for warning in ignored {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(service, "exporting traces over OTLP/HTTP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The subscriber that writes the logs, exports spans to `tracer` if there is one and measures
+/// pool waits, with the most verbose level `log` records need to reach it.
+///
+/// The layers sit in one `Vec`. tracing-subscriber (0.3.23) mis-sums the per-layer filters'
+/// interest when an absent layer (`Option::None`) sits between filtered ones: it then lets
+/// through every span and event that all the filters turned down, so with logs at `warn`
+/// every request and execution span was built and sqlx formatted a debug record of every
+/// query, for nobody.
+fn subscriber(
+    format: LogFormat,
+    filter: EnvFilter,
+    tracer: Option<SdkTracer>,
+) -> (impl Subscriber + Send + Sync, LevelFilter) {
+    let mut log_level = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
@@ -70,27 +109,18 @@ pub(crate) fn init(format: LogFormat, service: &'static str) -> anyhow::Result<T
             .with_filter(filter)
             .boxed(),
     };
-    // Spans are exported at info and above whatever RUST_LOG says: quieting the logs must not
-    // cut traces into pieces.
-    let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("quantumflow"))
-            .with_filter(LevelFilter::INFO)
-    });
-    Registry::default()
-        .with(logs)
-        .with(spans)
-        .with(crate::observe::pool_waits())
-        .init();
-
-    if let ExportSettings::Otlp { ignored, .. } = &settings {
-        // Only now can they be logged; the exporter was built before the subscriber existed.
-        for warning in ignored {
-            tracing::warn!("{warning}");
-        }
-        tracing::info!(service, "exporting traces over OTLP/HTTP");
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs];
+    if let Some(tracer) = tracer {
+        // Spans are exported at info and above whatever RUST_LOG says: quieting the logs must
+        // not cut traces into pieces.
+        log_level = log_level.max(LevelFilter::INFO);
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(LevelFilter::INFO);
+        layers.push(spans.boxed());
     }
-    Ok(Telemetry { provider })
+    layers.push(crate::observe::pool_waits().boxed());
+    (Registry::default().with(layers), log_level)
 }
 
 fn provider(
@@ -418,6 +448,35 @@ fn sampling(set: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logs at `warn` and no export: a request's span and sqlx's query records must cost
+    /// nothing, while the pool's acquire events still reach the pool-wait layer.
+    #[test]
+    fn quiet_logs_without_export_let_only_pool_waits_through() {
+        let (subscriber, log_level) = subscriber(LogFormat::Text, EnvFilter::new("warn"), None);
+
+        assert_eq!(log_level, LevelFilter::WARN);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::info_span!("http.request").is_disabled());
+            assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG));
+            assert!(tracing::enabled!(target: "sqlx::pool::acquire", tracing::Level::TRACE));
+        });
+    }
+
+    /// With an exporter, info spans are built for it whatever the logs' level, and no more.
+    #[test]
+    fn export_takes_info_spans_however_quiet_the_logs() {
+        let tracer = SdkTracerProvider::builder().build().tracer("test");
+        let (subscriber, log_level) =
+            subscriber(LogFormat::Json, EnvFilter::new("warn"), Some(tracer));
+
+        assert_eq!(log_level, LevelFilter::INFO);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::info_span!("execution").is_disabled());
+            assert!(tracing::debug_span!("probe").is_disabled());
+            assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG));
+        });
+    }
 
     fn read(vars: &[(&str, &str)]) -> anyhow::Result<ExportSettings> {
         ExportSettings::read(|name| {
