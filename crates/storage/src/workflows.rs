@@ -658,28 +658,17 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<Ve
 }
 
 /// The versions of the workflow chain `id` belongs to, newest first: every row reachable from
-/// it through `parent_workflow_id`, in either direction.
+/// it through `parent_workflow_id`, in either direction (the SQL function `workflow_lineage`).
 pub async fn versions(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<Workflow>> {
     let rows = sqlx::query_as!(
         WorkflowRow,
         r#"
-        WITH RECURSIVE root AS (
-            SELECT id, parent_workflow_id FROM workflows WHERE id = $1
-            UNION ALL
-            SELECT w.id, w.parent_workflow_id
-            FROM workflows AS w JOIN root ON w.id = root.parent_workflow_id
-        ),
-        chain AS (
-            SELECT id FROM root WHERE parent_workflow_id IS NULL
-            UNION ALL
-            SELECT w.id FROM workflows AS w JOIN chain ON w.parent_workflow_id = chain.id
-        )
         SELECT w.id, name, description, status, trigger_config, settings, version, is_latest,
                parent_workflow_id, c.total_executions AS "total_executions!",
                c.successful_executions AS "successful_executions!",
                c.failed_executions AS "failed_executions!",
                c.last_execution_at, owner_id, created_at, updated_at, created_by, updated_by
-        FROM chain
+        FROM workflow_lineage($1) AS chain (id)
         JOIN workflows AS w ON w.id = chain.id
         JOIN workflow_counters AS c ON c.workflow_id = w.id
         ORDER BY version DESC, created_at DESC, w.id DESC
@@ -969,18 +958,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
     // any version's id removes them all, in one statement, which the parent keys allow.
     let done = sqlx::query!(
         r#"
-        WITH RECURSIVE root AS (
-            SELECT id, parent_workflow_id FROM workflows WHERE id = $1
-            UNION ALL
-            SELECT w.id, w.parent_workflow_id
-            FROM workflows AS w JOIN root ON w.id = root.parent_workflow_id
-        ),
-        chain AS (
-            SELECT id FROM root WHERE parent_workflow_id IS NULL
-            UNION ALL
-            SELECT w.id FROM workflows AS w JOIN chain ON w.parent_workflow_id = chain.id
-        )
-        DELETE FROM workflows WHERE id IN (SELECT id FROM chain)
+        DELETE FROM workflows WHERE id IN (SELECT workflow_lineage($1))
         "#,
         id,
     )

@@ -35,7 +35,7 @@ async fn two_concurrent_migrations_both_succeed_and_the_second_run_is_a_no_op() 
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stdout(&a), stdout(&again));
     assert!(
-        stdout(&again).starts_with("quantumflow: version 10\n"),
+        stdout(&again).starts_with("quantumflow: version 11\n"),
         "{}",
         stdout(&again)
     );

@@ -657,6 +657,10 @@ async fn catalog(pool: &PgPool) -> Vec<String> {
          UNION ALL \
          SELECT 'options ' || relname || ' ' || array_to_string(reloptions, ',') \
          FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL \
+         UNION ALL \
+         SELECT 'function ' || proname || '(' || pg_get_function_arguments(oid) || ') ' \
+                || pg_get_function_result(oid) \
+         FROM pg_proc WHERE pronamespace = 'public'::regnamespace \
          ORDER BY 1",
     )
     .fetch_all(pool)
@@ -712,7 +716,7 @@ async fn reverting_one_step_removes_only_the_newest_tables() {
     assert_eq!(report.version(), 2);
     assert_eq!(
         report.pending().map(|m| m.version).collect::<Vec<_>>(),
-        [3, 4, 5, 6, 7, 8, 9, 10]
+        [3, 4, 5, 6, 7, 8, 9, 10, 11]
     );
 }
 
