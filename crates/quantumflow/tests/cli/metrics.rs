@@ -595,24 +595,11 @@ async fn a_pool_too_small_for_its_callers_shows_their_waits_and_give_ups() {
         .await
         .unwrap();
     let held = list();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let blocked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        if blocked > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the listing never blocked on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(
+        lock_waiters(&db, 1).await,
+        1,
+        "the listing never blocked on the lock"
+    );
     // One caller waits out the whole timeout; the next gets the connection once the lock goes,
     // after waiting a few hundred milliseconds for it.
     let (gave_up, _) = list().await.unwrap();
