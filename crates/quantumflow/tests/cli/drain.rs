@@ -340,6 +340,46 @@ async fn the_jobs_of_a_dead_worker_are_rescued_naming_it() {
     assert_eq!(rescue["jobs"], 1, "{logs}");
 }
 
+#[tokio::test]
+async fn a_job_that_cannot_make_progress_is_logged_as_going_back_to_the_queue() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let (mut server, api) = control_plane(&db, &[]).await;
+    let workflow = create_workflow(api, &chain(free_address(), 1)).await;
+    let execution = execute(api, &workflow, &json!({})).await;
+    terminate(&mut server);
+    // A snapshot the engine cannot read fails every attempt before anything is recorded.
+    sqlx::query("UPDATE executions SET workflow_snapshot = '{\"broken\": true}' WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&execution).unwrap())
+        .execute(db.pool())
+        .await
+        .unwrap();
+
+    let worker = logging_worker(&db).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM apalis.jobs WHERE last_result IS NOT NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the job was never tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (exit, lines, logs) = stop_logging(worker);
+    let warned = lines.iter().find(|line| {
+        line["message"] == "cannot record the node run's progress; its job will be delivered again"
+    });
+
+    assert!(exit.success(), "{exit}");
+    let warned = warned.unwrap_or_else(|| panic!("no redelivery logged: {logs}"));
+    assert_eq!(warned["level"], "WARN", "{logs}");
+    assert_eq!(warned["execution.id"], execution.as_str(), "{logs}");
+    assert!(warned["error.message"].is_string(), "{logs}");
+}
+
 /// A throwaway PostgreSQL server of this test's own, which it may stop and start, migrated:
 /// its directory (kept until dropped), options, the running server and its URL.
 async fn migrated_private_server() -> (tempfile::TempDir, Options, LocalPg, String) {
