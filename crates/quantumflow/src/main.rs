@@ -70,21 +70,33 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 /// Help and version go to stdout as clap prints them; a usage mistake becomes one line that
 /// names the mistake and where to read more.
 fn usage_error(err: &clap::Error) -> ExitCode {
-    if matches!(
-        err.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = err.print();
-        return ExitCode::SUCCESS;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        // `quantumflow` or `quantumflow migrate` alone: the help says what could follow, but
+        // nothing ran, and a script must not take that for success.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
+    // clap's message, on one line: its first paragraph (what is wrong, and what is missing,
+    // one per line) without the usage and hint paragraphs that follow it.
     let text = err.to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let what: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let what = what.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    let what = what.trim_end_matches(':');
     let _ = writeln!(
         std::io::stderr(),
-        "error: {first}; run 'quantumflow --help' for usage"
+        "error: {what}; run 'quantumflow --help' for usage"
     );
     ExitCode::from(2)
 }

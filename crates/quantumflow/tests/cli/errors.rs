@@ -33,6 +33,28 @@ fn an_unknown_flag_is_named_with_a_pointer_to_help() {
 }
 
 #[test]
+fn missing_arguments_are_named() {
+    let output = run(quantumflow().args(["token", "create", "--name", "ci"]));
+
+    let err = one_line_failure(&output, 2);
+    assert!(
+        err.contains("required arguments were not provided: --user <USER>"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_command_without_its_subcommand_shows_help_and_fails() {
+    for args in [&[][..], &["migrate"][..]] {
+        let output = run(quantumflow().args(args));
+
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+}
+
+#[test]
 fn an_out_of_range_worker_count_is_refused() {
     let output = run(quantumflow().args(["up", "--workers", "0"]));
 
