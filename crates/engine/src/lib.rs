@@ -773,8 +773,18 @@ impl Engine {
             return Ok(());
         }
         let recorded = self.finish(attempt, Err(&failure.message), None).await?;
-        if recorded && failure.retryable {
-            meters::attempts_exhausted();
+        if recorded {
+            // Logged, and so attached to the node's span as an event, like a retried failure:
+            // the final one is what an operator looks for first.
+            tracing::info!(
+                attempt = number,
+                retryable = failure.retryable,
+                error.message = %failure.message,
+                "node failed; no retry left"
+            );
+            if failure.retryable {
+                meters::attempts_exhausted();
+            }
         }
         Ok(())
     }

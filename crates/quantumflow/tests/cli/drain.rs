@@ -380,6 +380,39 @@ async fn a_job_that_cannot_make_progress_is_logged_as_going_back_to_the_queue() 
     assert!(warned["error.message"].is_string(), "{logs}");
 }
 
+#[tokio::test]
+async fn a_node_that_fails_for_good_is_logged_with_its_error() {
+    let db = TestDb::new().await;
+    admin(&db).await;
+    let (mut server, api) = control_plane(&db, &[]).await;
+    let document = json!({"name": "failing", "status": "active",
+        "trigger_config": {"type": "manual"},
+        "nodes": [{"name": "start", "type": "trigger"},
+                  {"name": "explode", "type": "transform", "config": {"script": "throw \"boom\";"}}],
+        "edges": [{"source": "start", "target": "explode"}]});
+    let workflow = create_workflow(api, &document).await;
+    let worker = logging_worker(&db).await;
+
+    let execution = execute(api, &workflow, &json!({})).await;
+    let finished = finished_within(api, &execution, Duration::from_secs(20)).await;
+    terminate(&mut server);
+    let (exit, lines, logs) = stop_logging(worker);
+    let failed = lines
+        .iter()
+        .find(|line| line["message"] == "node failed; no retry left");
+
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert!(exit.success(), "{exit}");
+    let failed = failed.unwrap_or_else(|| panic!("no failure logged: {logs}"));
+    assert!(
+        failed["error.message"]
+            .as_str()
+            .is_some_and(|m| m.contains("boom")),
+        "{logs}"
+    );
+    assert_eq!(failed["retryable"], false, "{logs}");
+}
+
 /// A throwaway PostgreSQL server of this test's own, which it may stop and start, migrated:
 /// its directory (kept until dropped), options, the running server and its URL.
 async fn migrated_private_server() -> (tempfile::TempDir, Options, LocalPg, String) {
