@@ -251,6 +251,13 @@ const WHOLE_NUMBERS: [&str; 8] = [
     "OTEL_SPAN_LINK_COUNT_LIMIT",
 ];
 
+/// Whole numbers of [`WHOLE_NUMBERS`] for which 0 would break export.
+const ABOVE_ZERO: [&str; 3] = [
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+];
+
 /// Variables of the specification that nothing here applies, with what happens instead.
 const NOT_APPLIED: [(&str, &str); 13] = [
     (
@@ -339,11 +346,33 @@ impl ExportSettings {
                 "OTLP protocol {protocol} is not supported; use http/protobuf or http/json"
             );
         }
+        for name in [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            // The exporter would take any scheme and fail only at each export, and its own
+            // message quotes the value, password included; this one never does.
+            let readable = set(name).is_none_or(|endpoint| {
+                endpoint.parse::<axum::http::Uri>().is_ok_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+                })
+            });
+            if !readable {
+                anyhow::bail!("{name} is not an http:// or https:// URL with a host");
+            }
+        }
         for name in WHOLE_NUMBERS {
             if let Some(value) = set(name)
                 && value.parse::<u64>().is_err()
             {
                 anyhow::bail!("{name}={value} is not a whole number");
+            }
+        }
+        for name in ABOVE_ZERO {
+            // A batch delay of 0 makes the export thread spin; a queue or batch of 0 drops
+            // every span.
+            if set(name).is_some_and(|value| value.parse::<u64>() == Ok(0)) {
+                anyhow::bail!("{name}=0 is not allowed; it must be at least 1");
             }
         }
         for name in [
@@ -450,28 +479,27 @@ mod tests {
     use super::*;
 
     /// Logs at `warn` and no export: a request's span and sqlx's query records must cost
-    /// nothing, while the pool's acquire events still reach the pool-wait layer.
+    /// nothing, while the pool's acquire events still reach the pool-wait layer. With an
+    /// exporter, info spans are built for it whatever the logs' level, and no more. One test,
+    /// run in turn: `tracing` caches each callsite's interest across every live subscriber, so
+    /// two subscribers alive at once on parallel threads would blur what each lets through.
     #[test]
-    fn quiet_logs_without_export_let_only_pool_waits_through() {
-        let (subscriber, log_level) = subscriber(LogFormat::Text, EnvFilter::new("warn"), None);
+    fn the_subscriber_builds_only_what_the_logs_or_the_exporter_take() {
+        let (quiet, log_level) = subscriber(LogFormat::Text, EnvFilter::new("warn"), None);
 
         assert_eq!(log_level, LevelFilter::WARN);
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(quiet, || {
             assert!(tracing::info_span!("http.request").is_disabled());
             assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG));
             assert!(tracing::enabled!(target: "sqlx::pool::acquire", tracing::Level::TRACE));
         });
-    }
 
-    /// With an exporter, info spans are built for it whatever the logs' level, and no more.
-    #[test]
-    fn export_takes_info_spans_however_quiet_the_logs() {
         let tracer = SdkTracerProvider::builder().build().tracer("test");
-        let (subscriber, log_level) =
+        let (exporting, log_level) =
             subscriber(LogFormat::Json, EnvFilter::new("warn"), Some(tracer));
 
         assert_eq!(log_level, LevelFilter::INFO);
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(exporting, || {
             assert!(!tracing::info_span!("execution").is_disabled());
             assert!(tracing::debug_span!("probe").is_disabled());
             assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG));
@@ -508,6 +536,40 @@ mod tests {
             sampling: Sampling::default(),
             ignored: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_endpoint_must_be_an_http_url_and_is_never_quoted() {
+        for endpoint in [
+            "ftp://127.0.0.1:4318",
+            "://bad",
+            "http://user:secret-9@127.0.0.1:4318/ x",
+            "127.0.0.1:4318",
+        ] {
+            let err = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]).unwrap_err();
+            let err = err.to_string();
+
+            assert!(
+                err.contains("not an http:// or https:// URL"),
+                "{endpoint}: {err}"
+            );
+            assert!(!err.contains("secret-9"), "{err}");
+        }
+        let traces = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://collector.example:4318",
+        );
+        assert!(read(&[traces]).is_ok());
+    }
+
+    #[test]
+    fn a_zero_batch_delay_queue_or_batch_is_refused() {
+        for name in ABOVE_ZERO {
+            let err = exporting(&[(name, "0")]).unwrap_err();
+
+            assert!(err.to_string().contains(&format!("{name}=0")), "{err}");
+        }
+        assert!(exporting(&[("OTEL_BSP_SCHEDULE_DELAY", "1")]).is_ok());
     }
 
     #[test]
