@@ -152,10 +152,12 @@ impl ApiError {
     }
 }
 
-/// The detail of a 503 when every connection of the pool stayed busy for the whole acquire
-/// timeout: the database answers, but this process is at its connection limit.
-pub const POOL_EXHAUSTED: &str = "no database connection became free in time: this server is \
-     at its connection limit; retry shortly";
+/// The detail of a 503 when the pool handed out no connection within the acquire timeout.
+/// Either every connection stayed busy, or none could be opened: sqlx retries a connection the
+/// server refuses until the timeout, so the error alone cannot tell which. `/readyz` finds out
+/// (see [`crate::health::begin_probe`]).
+pub const POOL_EXHAUSTED: &str = "no database connection became free in time: every connection \
+     of this server is busy, or the database refuses new ones; retry shortly";
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {

@@ -19,7 +19,7 @@ use axum::extract::State;
 use quantumflow_storage::{StorageError, probes, schema};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::error::POOL_EXHAUSTED;
 use crate::openapi::DatabaseErrors;
@@ -103,12 +103,42 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
 /// after it gave up, and repeated probes cannot take the whole pool.
 pub const PROBE_STATEMENT_LIMIT: Duration = Duration::from_millis(2500);
 
+/// How long a probe tries to open a connection of its own, to tell a busy pool from a database
+/// that refuses connections.
+const PROBE_CONNECT_LIMIT: Duration = Duration::from_secs(1);
+
+/// The detail of a 503 when the pool is at its limit but the database accepts connections.
+pub const AT_CONNECTION_LIMIT: &str = "no database connection became free in time: this server \
+     is at its connection limit, while the database accepts connections; retry shortly";
+
 /// A transaction for a probe's reads on `pool`, whose statements the database cancels after
 /// [`PROBE_STATEMENT_LIMIT`].
+///
+/// When the pool hands out nothing in time, the probe opens one connection outside it: a
+/// database that accepts it means the pool is at its limit; one that refuses it is an outage,
+/// which over TCP looks the same to the pool (it retries refused connections until it gives
+/// up).
 pub async fn begin_probe(pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
-    probes::begin(pool, PROBE_STATEMENT_LIMIT)
-        .await
-        .map_err(|err| unready(&err))
+    match probes::begin(pool, PROBE_STATEMENT_LIMIT).await {
+        Ok(probe) => Ok(probe),
+        Err(err) if err.is_pool_exhausted() => {
+            let options = pool.connect_options();
+            let opened =
+                tokio::time::timeout(PROBE_CONNECT_LIMIT, PgConnection::connect_with(&options));
+            Err(match opened.await {
+                Ok(Ok(connection)) => {
+                    let _ = connection.close().await;
+                    ApiError::Unavailable(AT_CONNECTION_LIMIT.to_owned())
+                }
+                Ok(Err(err)) => unready(&StorageError::from(err)),
+                Err(_) => ApiError::Unavailable(format!(
+                    "the database is unreachable: no connection opened within {} ms",
+                    PROBE_CONNECT_LIMIT.as_millis()
+                )),
+            })
+        }
+        Err(err) => Err(unready(&err)),
+    }
 }
 
 /// Why a probe's read failed, as the detail of its 503: a busy pool, a database too slow to

@@ -131,11 +131,16 @@ impl Cluster {
 
 /// A control plane alone, started with `flags` besides its address, and ready.
 pub(crate) async fn control_plane(db: &TestDb, flags: &[&str]) -> (Child, SocketAddr) {
+    control_plane_on(&db.url(), flags).await
+}
+
+/// [`control_plane`] on the database at `url`.
+pub(crate) async fn control_plane_on(url: &str, flags: &[&str]) -> (Child, SocketAddr) {
     let api = free_address();
     let listen = api.to_string();
     let mut args = vec!["serve", "--listen", &listen];
     args.extend_from_slice(flags);
-    let mut server = spawn(&db.url(), None, &args);
+    let mut server = spawn(url, None, &args);
     wait_ready(&mut server, api).await;
     (server, api)
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use quantumflow_testkit::TestDb;
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, admin, control_plane, create_workflow, execute, finished};
+use crate::cluster::{
+    Cluster, admin, control_plane, control_plane_on, create_workflow, execute, finished,
+};
 use crate::receiver::Receiver;
 use crate::support::{exchange, get, send, terminate};
 
@@ -523,7 +525,11 @@ async fn an_exhausted_pool_is_told_apart_from_an_outage() {
     assert!(detail.contains(busy), "{body}");
     assert!(!detail.contains("unavailable"), "{body}");
     assert_eq!(unready.0, 503, "{}", unready.1);
-    assert!(unready.1.contains(busy), "{}", unready.1);
+    assert!(
+        unready.1.contains("at its connection limit"),
+        "{}",
+        unready.1
+    );
     let timeouts = "quantumflow_db_pool_acquire_timeouts_total";
     let (first, second) = (Scrape::parse(&first), Scrape::parse(&second));
     assert!(first.value(timeouts) >= 3.0, "{}", first.value(timeouts));
@@ -531,6 +537,93 @@ async fn an_exhausted_pool_is_told_apart_from_an_outage() {
         second.value(timeouts) > first.value(timeouts),
         "a scrape's own timeout went uncounted"
     );
+}
+
+/// A TCP port that forwards to the test database's server until [`Relay::close`], after which
+/// connections to it are refused, as they are by a server that went down.
+struct Relay {
+    url: String,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn to(db: &TestDb) -> Self {
+        use sqlx::postgres::PgConnectOptions;
+        use std::str::FromStr as _;
+
+        let server = PgConnectOptions::from_str(&db.url()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "postgres://{}@{}/{}",
+            server.get_username(),
+            listener.local_addr().unwrap(),
+            server.get_database().unwrap()
+        );
+        let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepting = {
+            let tasks = Arc::clone(&tasks);
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let server = server.clone();
+                    let relay = tokio::spawn(async move {
+                        // The server is reached as the tests reach it: by its socket or by TCP.
+                        let copied = match server.get_socket() {
+                            Some(dir) => {
+                                let path = dir.join(format!(".s.PGSQL.{}", server.get_port()));
+                                let mut upstream = tokio::net::UnixStream::connect(path).await;
+                                match upstream.as_mut() {
+                                    Ok(up) => tokio::io::copy_bidirectional(&mut client, up).await,
+                                    Err(_) => return,
+                                }
+                            }
+                            None => {
+                                let address = (server.get_host(), server.get_port());
+                                let mut upstream = tokio::net::TcpStream::connect(address).await;
+                                match upstream.as_mut() {
+                                    Ok(up) => tokio::io::copy_bidirectional(&mut client, up).await,
+                                    Err(_) => return,
+                                }
+                            }
+                        };
+                        drop(copied);
+                    });
+                    tasks.lock().unwrap().push(relay);
+                }
+            })
+        };
+        tasks.lock().unwrap().push(accepting);
+        Self { url, tasks }
+    }
+
+    /// Closes the port and every connection through it.
+    fn close(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_refuses_connections_is_not_called_a_busy_pool() {
+    let db = TestDb::new().await;
+    let relay = Relay::to(&db).await;
+    let flags = ["--db-acquire-timeout-ms", "300"];
+    let (mut server, api) = control_plane_on(&relay.url, &flags).await;
+    assert_eq!(get(api, "/readyz").await.unwrap().0, 200);
+
+    relay.close();
+    // The pool's idle connections were cut; the first caller finds that out and closes them.
+    let _ = get(api, "/readyz").await;
+    let unready = get(api, "/readyz").await.unwrap();
+    terminate(&mut server);
+
+    assert_eq!(unready.0, 503, "{}", unready.1);
+    assert!(
+        unready.1.contains("the database is unreachable"),
+        "{}",
+        unready.1
+    );
+    assert!(!unready.1.contains("connection limit"), "{}", unready.1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
