@@ -139,10 +139,17 @@ pub enum SignatureError {
 }
 
 const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+/// GitHub's older SHA-1 signature, sent beside the SHA-256 one.
+const GITHUB_SIGNATURE_SHA1: &str = "x-hub-signature";
 const GITHUB_DELIVERY: &str = "x-github-delivery";
 const WEBHOOK_ID: &str = "webhook-id";
 const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+
+/// The headers that carry a request's signature under some scheme. They prove this one request
+/// and nothing else, so they are not kept with the execution: a reader of it could replay them.
+pub(crate) const SIGNATURE_HEADERS: [&str; 3] =
+    [GITHUB_SIGNATURE, GITHUB_SIGNATURE_SHA1, WEBHOOK_SIGNATURE];
 
 /// Checks a delivery's signature against each of `secrets`, with `now` in unix seconds.
 pub fn verify(

@@ -41,7 +41,8 @@ use crate::trace;
 use crate::workflows::WorkflowId;
 use crate::{ApiError, AppState};
 
-/// Request headers never copied into `trigger_data`: they carry credentials.
+/// Request headers never copied into `trigger_data`: they carry credentials. Signature headers
+/// are left out too (see [`crate::signature::SIGNATURE_HEADERS`]).
 const HIDDEN_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
 impl From<EngineError> for ApiError {
@@ -553,7 +554,9 @@ fn query_map(uri: &Uri) -> Result<Value, ApiError> {
 fn header_map(headers: &HeaderMap) -> Value {
     let mut map = Map::new();
     for (name, value) in headers {
-        if HIDDEN_HEADERS.contains(&name.as_str()) {
+        if HIDDEN_HEADERS.contains(&name.as_str())
+            || crate::signature::SIGNATURE_HEADERS.contains(&name.as_str())
+        {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -633,9 +636,18 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer secret"));
         headers.insert("x-github-event", HeaderValue::from_static("push"));
+        headers.insert(
+            "x-hub-signature-256",
+            HeaderValue::from_static("sha256=0f1e"),
+        );
+        headers.insert("webhook-signature", HeaderValue::from_static("v1,K5oZ"));
+        headers.insert("webhook-id", HeaderValue::from_static("msg_1"));
 
         let map = header_map(&headers);
 
-        assert_eq!(map, json!({"x-github-event": "push"}));
+        assert_eq!(
+            map,
+            json!({"x-github-event": "push", "webhook-id": "msg_1"})
+        );
     }
 }
