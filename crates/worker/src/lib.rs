@@ -317,11 +317,12 @@ async fn handle(job: NodeRunJob, runtime: Data<Arc<Runtime>>) -> Result<(), BoxD
 /// Logs that the job of node run `node_run_id` failed on `err` and goes back to the queue, to
 /// be delivered again and its node run claimed anew, so that an operator sees each retry.
 fn redelivered(execution_id: uuid::Uuid, node_run_id: uuid::Uuid, err: EngineError) -> BoxDynError {
+    let source = std::error::Error::source(&err).map(ToString::to_string);
     tracing::warn!(
         execution.id = %execution_id,
         node_run.id = %node_run_id,
         error.message = %err,
-        error.source = ?std::error::Error::source(&err),
+        error.source = source.as_deref(),
         "cannot record the node run's progress; its job will be delivered again"
     );
     err.into()

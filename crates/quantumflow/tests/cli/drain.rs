@@ -378,6 +378,8 @@ async fn a_job_that_cannot_make_progress_is_logged_as_going_back_to_the_queue() 
     assert_eq!(warned["level"], "WARN", "{logs}");
     assert_eq!(warned["execution.id"], execution.as_str(), "{logs}");
     assert!(warned["error.message"].is_string(), "{logs}");
+    // This error has no cause, so the line has no `error.source`, not a debug-printed "None".
+    assert!(warned.get("error.source").is_none(), "{logs}");
 }
 
 #[tokio::test]
