@@ -206,7 +206,10 @@ impl Cluster {
         for _ in 0..count {
             let role = Role::Worker(self.workers.len() + 1);
             // Each worker's admin listener needs a port of its own: the default is one port.
-            let admin = format!("127.0.0.1:{}", free_port()?);
+            // Port 0 lets the system pick one as the worker binds. A port found free here
+            // beforehand could be taken, by the local end of one of the many connections a
+            // run opens, before the worker binds it.
+            let admin = "127.0.0.1:0";
             // The receiver the scenarios call listens on 127.0.0.1, which workers refuse
             // unless told otherwise.
             let args = [
@@ -214,7 +217,7 @@ impl Cluster {
                 "--concurrency",
                 &concurrency,
                 "--admin-listen",
-                &admin,
+                admin,
                 "--allow-outbound",
                 "127.0.0.1/32",
             ];

@@ -20,7 +20,9 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     serve::check_schema(&pool).await?;
     let admin = observe::bind_admin(args.admin_listen).await?;
-    tracing::info!(address = %args.admin_listen, "worker admin listening");
+    // The address bound, which differs from the one asked for when that had port 0.
+    let address = admin.local_addr().map_or(args.admin_listen, |bound| bound);
+    tracing::info!(%address, "worker admin listening");
     let status = WorkerStatus::default();
     let config = WorkerConfig {
         concurrency: args.concurrency as usize,
