@@ -390,7 +390,8 @@ async fn a_node_that_fails_for_good_is_logged_with_its_error() {
     let document = json!({"name": "failing", "status": "active",
         "trigger_config": {"type": "manual"},
         "nodes": [{"name": "start", "type": "trigger"},
-                  {"name": "explode", "type": "transform", "config": {"script": "throw \"boom\";"}}],
+                  {"name": "explode", "type": "transform",
+                   "config": {"script": "throw \"boom\";"}}],
         "edges": [{"source": "start", "target": "explode"}]});
     let workflow = create_workflow(api, &document).await;
     let worker = logging_worker(&db).await;

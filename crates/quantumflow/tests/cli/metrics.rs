@@ -563,29 +563,21 @@ impl Relay {
         let accepting = {
             let tasks = Arc::clone(&tasks);
             tokio::spawn(async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     let server = server.clone();
                     let relay = tokio::spawn(async move {
                         // The server is reached as the tests reach it: by its socket or by TCP.
-                        let copied = match server.get_socket() {
+                        let port = server.get_port();
+                        match server.get_socket() {
                             Some(dir) => {
-                                let path = dir.join(format!(".s.PGSQL.{}", server.get_port()));
-                                let mut upstream = tokio::net::UnixStream::connect(path).await;
-                                match upstream.as_mut() {
-                                    Ok(up) => tokio::io::copy_bidirectional(&mut client, up).await,
-                                    Err(_) => return,
-                                }
+                                let path = dir.join(format!(".s.PGSQL.{port}"));
+                                pipe(client, tokio::net::UnixStream::connect(path).await).await;
                             }
                             None => {
-                                let address = (server.get_host(), server.get_port());
-                                let mut upstream = tokio::net::TcpStream::connect(address).await;
-                                match upstream.as_mut() {
-                                    Ok(up) => tokio::io::copy_bidirectional(&mut client, up).await,
-                                    Err(_) => return,
-                                }
+                                let address = (server.get_host(), port);
+                                pipe(client, tokio::net::TcpStream::connect(address).await).await;
                             }
-                        };
-                        drop(copied);
+                        }
                     });
                     tasks.lock().unwrap().push(relay);
                 }
@@ -600,6 +592,16 @@ impl Relay {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+}
+
+/// Copies between `client` and `upstream` until either side closes.
+async fn pipe<S>(mut client: tokio::net::TcpStream, upstream: std::io::Result<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Ok(mut upstream) = upstream {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 }
 
